@@ -1,0 +1,36 @@
+"""The one thing a worker may import from the engine.
+
+A worker is a plain class: ``cls(**params)`` builds one object per thread,
+``process(item)`` or ``process_batch(items)`` returns an iterable of outputs
+(or ``None``), and an optional ``close()`` runs once when the thread ends.
+Raising any exception fails the item (or the whole batch).  A batch worker
+that can tell which items of a batch are bad raises :class:`ItemsFailed`
+so only those fail.
+
+An optional ``counters`` attribute (a mapping of name -> int, typically a
+``collections.Counter``) is summed per stage into the run report when the
+thread ends, for outcomes that are neither an output nor a failure
+(``no_data``, for example).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+
+class ItemsFailed(Exception):
+    """Some items of a batch failed; the others were handled.
+
+    ``failures`` pairs each failed item with its exception; ``outputs`` are
+    the outputs of the items that succeeded, passed downstream as usual.
+    """
+
+    def __init__(
+        self,
+        failures: Sequence[tuple[Any, BaseException]],
+        outputs: Iterable[Any] = (),
+    ) -> None:
+        self.failures = list(failures)
+        self.outputs = list(outputs)
+        super().__init__(f"{len(self.failures)} item(s) of the batch failed")
