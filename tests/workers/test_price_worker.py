@@ -1,0 +1,263 @@
+"""PriceWorker against the crypto_server mock, and against crafted bodies from a tiny stub server."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from workers.price_worker import ExchangesFailed, PriceDataError, PriceWorker
+from workers.records import PriceRecord, PriceTask
+
+# Fail fast in tests: no retries unless a test asks for them.
+NO_RETRY = {"retries": 0, "connect_timeout": 2, "read_timeout": 5}
+QUOTE_HTML = """<html><body>
+<div class="sidebar"><fin-streamer data-symbol="ETH" data-field="regularMarketPrice" value="130.1">130.10</fin-streamer></div>
+<h1>Bitcoin</h1>
+<fin-streamer data-symbol="BTC" data-field="regularMarketPrice" value="7247.5">7,247.50</fin-streamer>
+<span class="alt-price">12,345,678.9</span>
+</body></html>"""
+
+
+def run(worker: PriceWorker, item: Any) -> tuple[list[PriceRecord], Exception | None]:
+    """Drive ``process`` like the engine: keep what was yielded, then the exception if any."""
+    outputs: list[PriceRecord] = []
+    try:
+        for output in worker.process(item):
+            outputs.append(output)
+    except Exception as exc:  # noqa: BLE001 - the engine catches everything too
+        return outputs, exc
+    return outputs, None
+
+
+@pytest.fixture
+def make_worker() -> Iterator[Any]:
+    """``make_worker(url, **params)``: a PriceWorker without retries unless ``http`` says so; closed after the test."""
+    workers: list[PriceWorker] = []
+
+    def make(url: str, **params: Any) -> PriceWorker:
+        params.setdefault("http", NO_RETRY)
+        workers.append(PriceWorker(base_url=url, **params))
+        return workers[-1]
+
+    yield make
+    for worker in workers:
+        worker.close()
+
+
+@pytest.fixture
+def stub() -> Iterator[SimpleNamespace]:
+    """A tiny HTTP server answering ``routes[path] = (status, body, headers)``; 404 otherwise."""
+    routes: dict[str, tuple[int, bytes, dict[str, str]]] = {}
+    seen: list[str] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            seen.append(self.path)
+            status, body, headers = routes.get(self.path, (404, b'{"error": "not found"}', {}))
+            self.send_response(status)
+            headers = {"Content-Type": "application/json", "Content-Length": str(len(body)), **headers}
+            for name, value in headers.items():
+                if value is not None:
+                    self.send_header(name, value)
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    # A short poll so shutdown() at teardown does not wait half a second.
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True)
+    thread.start()
+    try:
+        yield SimpleNamespace(url=f"http://127.0.0.1:{server.server_address[1]}", routes=routes, seen=seen)
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
+def price_json(**overrides: Any) -> bytes:
+    price = {"exchange": "binance", "symbol": "btc", "open": 1, "high": 2.5, "low": 0.5, "close": 2,
+             "volume": 100, "day": "2020-01-02"}
+    price.update(overrides)
+    return json.dumps({k: v for k, v in price.items() if v is not ...}).encode()
+
+
+# --- parameters ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        ({"mode": "scrape"}, "unknown mode 'scrape'"),
+        ({"date": "2020/01/02"}, "date must be YYYY-MM-DD or 'latest'"),
+        ({"date": "2020-13-01"}, "date must be"),
+        ({"exchanges": []}, "empty"),
+        ({"exchanges": "binance"}, "exchanges must be 'all' or a list"),
+        ({"exchanges": ["binance", ""]}, "non-empty strings"),
+        ({"xpath": "//fin-streamer["}, "bad xpath"),
+        ({"http": {"retry": 3}}, "bad http parameters"),
+    ],
+)
+def test_bad_params_are_rejected(params: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        PriceWorker(**params)
+
+
+def test_base_url_defaults_to_environment(monkeypatch: pytest.MonkeyPatch, stub: SimpleNamespace) -> None:
+    stub.routes["/price/kraken/btc/2020-01-02"] = (200, price_json(), {})
+    monkeypatch.setenv("PRICE_SERVER_URL", stub.url + "/")
+    worker = PriceWorker(exchanges=["kraken"], date="2020-01-02", http=NO_RETRY)
+
+    records, error = run(worker, "btc")
+    worker.close()
+
+    assert error is None
+    assert [(r.symbol, r.exchange, r.close) for r in records] == [("BTC", "kraken", 2.0)]
+
+
+# --- malformed answers (crafted by the stub) ------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        (b"{not json", "bad JSON"),
+        (b"", "bad JSON"),
+        (b'["a", "list"]', "expected a price object"),
+        (price_json(close="7,000"), "non-numeric close"),
+        (price_json(volume=True), "non-numeric volume"),
+        (price_json(high=None), "non-numeric high"),
+        (price_json(low=...), "lacks low"),
+        (price_json(open=..., volume=...), "lacks open, volume"),
+    ],
+)
+def test_malformed_price_fails_the_task_with_reason_and_url(
+    make_worker: Any, stub: SimpleNamespace, body: bytes, reason: str
+) -> None:
+    stub.routes["/price/binance/btc/2020-01-02"] = (200, body, {})
+    worker = make_worker(stub.url)
+
+    records, error = run(worker, PriceTask("BTC", "binance", "2020-01-02"))
+
+    assert records == []
+    assert isinstance(error, PriceDataError)
+    assert reason in str(error)
+    assert f"{stub.url}/price/binance/btc/2020-01-02" in str(error)
+
+
+@pytest.mark.parametrize("declared", [True, False])
+def test_response_over_max_bytes_fails(make_worker: Any, stub: SimpleNamespace, declared: bool) -> None:
+    headers = {} if declared else {"Content-Length": None}  # None: stream it without a length
+    stub.routes["/price/binance/btc/2020-01-02"] = (200, b" " * 5000 + price_json(), headers)
+    worker = make_worker(stub.url, http={**NO_RETRY, "max_bytes": 1000})
+
+    records, error = run(worker, {"symbol": "btc", "exchange": "binance", "date": "2020-01-02"})
+
+    assert records == []
+    assert error is not None and "over 1000" in str(error)
+
+
+def test_symbol_is_escaped_in_the_url(make_worker: Any, stub: SimpleNamespace) -> None:
+    worker = make_worker(stub.url)
+
+    _, error = run(worker, PriceTask("../days", "bin ance", "2020-01-02"))
+
+    assert stub.seen == ["/price/bin%20ance/..%2Fdays/2020-01-02"]
+    assert error is not None and "404" in str(error)
+
+
+def test_one_failed_exchange_keeps_the_others_records(make_worker: Any, stub: SimpleNamespace) -> None:
+    stub.routes["/price/a/btc/2020-01-02"] = (200, price_json(close=10), {})
+    stub.routes["/price/b/btc/2020-01-02"] = (503, b"down", {})
+    stub.routes["/price/c/btc/2020-01-02"] = (200, price_json(close=30), {})
+    stub.routes["/price/d/btc/2020-01-02"] = (200, b"<html>", {})
+    worker = make_worker(stub.url, exchanges=["a", "b", "c", "d"], date="2020-01-02")
+
+    records, error = run(worker, "btc")
+
+    assert [(r.exchange, r.close) for r in records] == [("a", 10.0), ("c", 30.0)]
+    assert isinstance(error, ExchangesFailed)
+    assert set(error.failures) == {"b", "d"}
+    assert "2 of 4 exchange(s) failed" in str(error)
+    assert "b: 503" in str(error) and "d: bad JSON" in str(error)
+    assert worker.counters["prices"] == 2
+
+
+def test_task_dict_with_yaml_date_and_missing_keys(make_worker: Any, stub: SimpleNamespace) -> None:
+    stub.routes["/price/kraken/eth/2020-01-02"] = (200, price_json(), {})
+    worker = make_worker(stub.url)
+
+    records, error = run(worker, {"symbol": "eth", "exchange": "kraken", "date": dt.date(2020, 1, 2)})
+    assert error is None and records[0].price_date == dt.date(2020, 1, 2)
+
+    _, error = run(worker, {"symbol": "eth", "date": "2020-01-02"})
+    assert isinstance(error, ValueError) and "lacks exchange" in str(error)
+
+    _, error = run(worker, 42)
+    assert isinstance(error, TypeError)
+
+
+def test_quote_page_mode_rejects_tasks(make_worker: Any, stub: SimpleNamespace) -> None:
+    worker = make_worker(stub.url, mode="quote_page")
+
+    _, error = run(worker, PriceTask("btc", "kraken", "2020-01-02"))
+
+    assert isinstance(error, ValueError) and "mode 'api'" in str(error)
+    assert stub.seen == []
+
+
+# --- quote pages (crafted by the stub) --------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("xpath", "expected"),
+    [
+        (None, 7247.5),  # default: the element for this symbol, not the sidebar's
+        ('//span[@class="alt-price"]', 12345678.9),
+        ('//fin-streamer[@data-symbol=$symbol]/@value', 7247.5),
+        ('number(//fin-streamer[@data-symbol="ETH"]/@value)', 130.1),
+    ],
+)
+def test_quote_page_xpaths(make_worker: Any, stub: SimpleNamespace, xpath: str | None, expected: float) -> None:
+    stub.routes["/quote/btc"] = (200, QUOTE_HTML.encode(), {"Content-Type": "text/html"})
+    worker = make_worker(stub.url, mode="quote_page", **({"xpath": xpath} if xpath else {}))
+
+    records, error = run(worker, "btc")
+
+    assert error is None
+    [record] = records
+    assert (record.symbol, record.exchange, record.close) == ("BTC", "quote", expected)
+    assert record.open is record.high is record.low is record.volume is None
+
+
+@pytest.mark.parametrize(
+    ("xpath", "body", "reason"),
+    [
+        ('//div[@id="nope"]', QUOTE_HTML, "no element matches //div[@id=\"nope\"]"),
+        ("//h1", QUOTE_HTML, "non-numeric price 'Bitcoin'"),
+        ('number(//div[@id="nope"])', QUOTE_HTML, "non-numeric price"),
+        (None, "", "unreadable HTML"),
+        (None, QUOTE_HTML.replace('"BTC"', '"XBT"'), "no element matches"),
+    ],
+)
+def test_quote_page_problems_fail_with_reason_and_url(
+    make_worker: Any, stub: SimpleNamespace, xpath: str | None, body: str, reason: str
+) -> None:
+    stub.routes["/quote/btc"] = (200, body.encode(), {"Content-Type": "text/html"})
+    worker = make_worker(stub.url, mode="quote_page", **({"xpath": xpath} if xpath else {}))
+
+    records, error = run(worker, "BTC")
+
+    assert records == []
+    assert isinstance(error, PriceDataError)
+    assert reason in str(error)
+    assert f"{stub.url}/quote/btc" in str(error)
