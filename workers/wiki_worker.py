@@ -49,8 +49,8 @@ def extract_column(
     The table is ``<table id=table_id>`` when ``table_id`` is given, else the
     first table matching the CSS ``table_selector``.  The column is the one
     whose header cell text equals ``column``, ignoring case; header rows are
-    the leading rows without ``<td>`` cells, and ``colspan``/``rowspan`` are
-    expanded in every row so indices line up.  Values are stripped of
+    the leading rows of column headings only (no ``<td>``, no ``<th scope=row>``)
+    and ``colspan``/``rowspan`` are expanded in every row so indices line up.  Values are stripped of
     whitespace (``&nbsp;`` included), ``<sup>`` footnotes and trailing
     ``[3]``-style markers; rows where the cell is empty or missing are
     skipped; each value is returned once, in page order, at most ``limit``.
@@ -74,15 +74,10 @@ def extract_column(
     rows = [tr for tr in table.find_all("tr") if tr.find_parent("table") is table]
     grid = _expand_spans(rows)
     n_header = _count_header_rows(rows)
-    wanted = _clean(column).casefold()
-    index = next(
-        (i for line in grid[:n_header] for i, cell in enumerate(line) if cell is not None and _clean(_text(cell)).casefold() == wanted),
-        None,
-    )
+    index = _column_index(grid[:n_header], column)
     if index is None:
-        raise LookupError(
-            f"no column {column!r} in {where} on {source}; columns are: {', '.join(_header_labels(rows[:n_header])) or '(none)'}"
-        )
+        labels = ", ".join(_header_labels(rows[:n_header])) or "(none)"
+        raise LookupError(f"no column {column!r} in {where} on {source}; columns are: {labels}")
 
     values: list[str] = []
     seen: set[str] = set()
@@ -220,6 +215,16 @@ def _count_header_rows(rows: list[Tag]) -> int:
         count += 1
     # Some tables put their headings in <td>s: take the first row then.
     return count or min(1, len(rows))
+
+
+def _column_index(header: list[list[Tag | None]], column: str) -> int | None:
+    """Grid index of the first header cell whose text is ``column``, ignoring case."""
+    wanted = _clean(column).casefold()
+    for line in header:
+        for index, cell in enumerate(line):
+            if cell is not None and _clean(_text(cell)).casefold() == wanted:
+                return index
+    return None
 
 
 def _header_labels(rows: Iterable[Tag]) -> list[str]:

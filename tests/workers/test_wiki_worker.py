@@ -1,0 +1,439 @@
+"""Tests for workers.wiki_worker: parsing on fixture pages, then the worker over real HTTP."""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+import requests
+from hypothesis import given
+from hypothesis import strategies as st
+
+from workers.wiki_worker import WikiWorker, extract_column
+
+FIXTURES = Path(__file__).parent / "fixtures" / "wiki"
+BUNDLED = "crypto_bundled.html"
+SP500 = "sp500_constituents.html"
+WIKIPEDIA_CRYPTO = "crypto_wikipedia.html"
+
+
+def page(name: str) -> bytes:
+    return (FIXTURES / name).read_bytes()
+
+
+def table(header: str, *rows: str, attrs: str = 'class="wikitable"') -> str:
+    """A page with one table: ``header`` and ``rows`` are the inner HTML of <tr>s."""
+    body = "".join(f"<tr>{row}</tr>" for row in rows)
+    return f"<html><body><table {attrs}><tr>{header}</tr>{body}</table></body></html>"
+
+
+# --- the three kinds of markup ---------------------------------------------------
+
+
+def test_bundled_page_first_wikitable_with_defaults() -> None:
+    assert extract_column(page(BUNDLED)) == ["BTC", "ETH", "LTC", "XRP", "DOGE", "ADA", "SOL"]
+
+
+def test_sp500_constituents_by_table_id() -> None:
+    symbols = extract_column(page(SP500), table_id="constituents", column="Symbol")
+    assert symbols == ["MMM", "AOS", "AAPL", "BRK.B", "BF.B", "ZTS"]
+
+
+def test_wikipedia_crypto_multirow_header_rowspan_and_row_headers() -> None:
+    # The 2011 row header spans two rows: Namecoin's row has no Release cell of its own,
+    # so without rowspan expansion its Symbol would be read from the Founder(s) column.
+    assert extract_column(page(WIKIPEDIA_CRYPTO)) == ["BTC", "LTC", "NMC", "XRP", "DOGE", "ETH", "ZEC"]
+
+
+def test_wikipedia_crypto_column_under_a_colspan_group_header() -> None:
+    # "Consensus mechanism" sits in the second header row, under "Blockchain" (colspan=2);
+    # Namecoin's data cell spans both blockchain columns.
+    values = extract_column(page(WIKIPEDIA_CRYPTO), column="Consensus mechanism")
+    assert values == ["PoW", "SHA-256d, merged mining with bitcoin", "Consensus", "PoS"]
+
+
+# --- finding the table and the column ----------------------------------------------
+
+
+def test_table_id_picks_a_table_that_is_not_the_first() -> None:
+    assert extract_column(page(SP500), table_id="changes", column="Ticker") == ["KKR", "CRWD", "SMCI"]
+
+
+def test_table_id_wins_over_table_selector() -> None:
+    symbols = extract_column(page(SP500), table_id="constituents", table_selector="table#changes")
+    assert symbols[0] == "MMM"
+
+
+def test_table_by_css_selector() -> None:
+    second = extract_column(page(BUNDLED), table_selector="table.wikitable ~ table.wikitable")
+    assert second == ["BCC", "LUNC"]
+
+
+def test_selector_skips_matches_that_are_not_tables() -> None:
+    html = '<div class="wikitable">decoy</div>' + table("<th>Symbol</th>", "<td>BTC</td>")
+    assert extract_column(html) == ["BTC"]
+
+
+@pytest.mark.parametrize("column", ["symbol", "SYMBOL", " Symbol ", "sYmBoL"])
+def test_header_match_ignores_case_and_surrounding_space(column: str) -> None:
+    assert extract_column(page(BUNDLED), column=column)[:2] == ["BTC", "ETH"]
+
+
+def test_header_text_is_cleaned_like_cells() -> None:
+    html = table(
+        '<th>Name</th><th>\n<a href="/wiki/Ticker_symbol">Symbol</a>&nbsp;<sup class="reference">[1]</sup></th>',
+        "<td>Bitcoin</td><td>BTC</td>",
+    )
+    assert extract_column(html) == ["BTC"]
+
+
+def test_colspan_in_header_shifts_the_column_index() -> None:
+    html = table(
+        '<th colspan="2">Name</th><th>Symbol</th>',
+        "<td>Bitcoin</td><td>bitcoin.org</td><td>BTC</td>",
+        "<td>Ether</td><td>ethereum.org</td><td>ETH</td>",
+    )
+    assert extract_column(html) == ["BTC", "ETH"]
+
+
+def test_rowspan_and_colspan_in_data_rows_of_other_columns() -> None:
+    html = table(
+        "<th>Year</th><th>Name</th><th>Site</th><th>Symbol</th>",
+        '<td rowspan="2">2011</td><td colspan="2">Litecoin</td><td>LTC</td>',
+        "<td>Namecoin</td><td>namecoin.org</td><td>NMC</td>",
+    )
+    assert extract_column(html) == ["LTC", "NMC"]
+
+
+def test_header_in_thead_with_td_rows_in_tbody() -> None:
+    html = (
+        '<table class="wikitable"><thead><tr><th>Name</th><th>Symbol</th></tr></thead>'
+        "<tbody><tr><td>Bitcoin</td><td>BTC</td></tr></tbody></table>"
+    )
+    assert extract_column(html) == ["BTC"]
+
+
+def test_rows_of_a_nested_table_are_not_rows_of_the_outer_table() -> None:
+    html = table(
+        "<th>Name</th><th>Symbol</th>",
+        "<td><table><tr><td>x</td><td>NOT-A-SYMBOL</td></tr></table></td><td>BTC</td>",
+    )
+    assert extract_column(html) == ["BTC"]
+
+
+def test_missing_table_says_which_table_and_page() -> None:
+    with pytest.raises(LookupError, match=r"^no table matching 'table#constituents' on http://wiki\.test/p$"):
+        extract_column(page(BUNDLED), table_id="constituents", source="http://wiki.test/p")
+
+
+def test_missing_table_by_selector() -> None:
+    with pytest.raises(LookupError, match=r"no table matching 'table\.wikitable' on <html>"):
+        extract_column("<html><body><table><tr><th>Symbol</th></tr></table></body></html>")
+
+
+def test_missing_column_lists_the_columns_there_are() -> None:
+    with pytest.raises(LookupError) as info:
+        extract_column(page(SP500), table_id="constituents", column="Ticker", source="http://wiki.test/sp")
+    assert str(info.value) == (
+        "no column 'Ticker' in table#constituents on http://wiki.test/sp; columns are: "
+        "Symbol, Security, GICS Sector, GICS Sub-Industry, Headquarters Location, Date added, CIK, Founded"
+    )
+
+
+def test_empty_table_has_no_columns() -> None:
+    with pytest.raises(LookupError, match=r"no column 'Symbol' .*; columns are: \(none\)"):
+        extract_column('<table class="wikitable"></table>')
+
+
+def test_a_column_only_in_data_rows_is_not_a_header() -> None:
+    html = table("<th>Name</th><th>Code</th>", "<td>Symbol</td><td>BTC</td>")
+    with pytest.raises(LookupError, match="columns are: Name, Code"):
+        extract_column(html)
+
+
+# --- cell values --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("cell", "expected"),
+    [
+        ("BTC[3]", "BTC"),
+        ("\u00a0ETH ", "ETH"),
+        ("&nbsp;ETH&#160;", "ETH"),
+        ('XRP<sup id="cite_ref-3" class="reference"><a href="#cite_note-3">[3]</a></sup>', "XRP"),
+        ("DOGE [a][12]", "DOGE"),
+        ("ADA<sup>†</sup>", "ADA"),
+        ('<a href="/wiki/Solana"><span class="nowrap"><b>SOL</b></span></a>', "SOL"),
+        ('<span data-sort-value="LTC">\n  LTC\n</span>', "LTC"),
+        ("<!-- was XBT -->BTC", "BTC"),
+        ("\u200bZEC\u200e", "ZEC"),
+        ("BRK.B", "BRK.B"),
+        ("USD\u00a0Coin", "USD Coin"),  # inner whitespace is collapsed to one space, not removed
+        ("[1]BTC", "[1]BTC"),  # only trailing markers are footnotes
+    ],
+)
+def test_cell_cleaning(cell: str, expected: str) -> None:
+    assert extract_column(table("<th>Symbol</th>", f"<td>{cell}</td>")) == [expected]
+
+
+def test_empty_cells_and_short_rows_are_skipped() -> None:
+    html = table(
+        "<th>Name</th><th>Symbol</th>",
+        "<td>Bitcoin</td><td>BTC</td>",
+        "<td>Empty</td><td></td>",
+        "<td>Only footnote</td><td>&nbsp;<sup class='reference'>[4]</sup></td>",
+        "<td>Short row</td>",
+        "",
+        "<td>Ether</td><td>ETH</td>",
+    )
+    assert extract_column(html) == ["BTC", "ETH"]
+
+
+def test_subheader_rows_between_data_rows_are_skipped() -> None:
+    html = table(
+        "<th>Name</th><th>Symbol</th>",
+        "<td>Bitcoin</td><td>BTC</td>",
+        '<th colspan="2">Defunct</th>',
+        "<th>Name</th><th>Symbol</th>",
+        "<td>BitConnect</td><td>BCC</td>",
+    )
+    assert extract_column(html) == ["BTC", "BCC"]
+
+
+def test_duplicates_are_yielded_once_in_page_order() -> None:
+    rows = [f"<td>{s}</td>" for s in ["BTC", "ETH", "BTC[1]", "\u00a0ETH", "SOL", "BTC"]]
+    assert extract_column(table("<th>Symbol</th>", *rows)) == ["BTC", "ETH", "SOL"]
+
+
+def test_limit_counts_distinct_symbols() -> None:
+    rows = [f"<td>{s}</td>" for s in ["BTC", "BTC", "", "ETH", "SOL", "ADA"]]
+    assert extract_column(table("<th>Symbol</th>", *rows), limit=2) == ["BTC", "ETH"]
+    assert extract_column(page(BUNDLED), limit=100) == extract_column(page(BUNDLED))
+
+
+@given(
+    st.lists(
+        st.one_of(st.just(""), st.from_regex(r"[A-Z0-9]{1,6}(\.[A-Z])?", fullmatch=True)),
+        max_size=30,
+    ),
+    st.none() | st.integers(min_value=1, max_value=10),
+)
+def test_any_column_with_noise_round_trips(symbols: list[str], limit: int | None) -> None:
+    # Each symbol wrapped the way wiki pages do it; values come back cleaned, distinct, in order.
+    rows = [
+        f'<th scope="row">row {i}</th><td>&nbsp;<a href="/wiki/{s}"><span>{s}</span></a>'
+        f'<sup class="reference"><a href="#cite_note-{i}">[{i}]</a></sup> </td>'
+        for i, s in enumerate(symbols)
+    ]
+    expected = list(dict.fromkeys(s for s in symbols if s))[:limit]
+    assert extract_column(table("<th>Name</th><th>Symbol</th>", *rows), limit=limit) == expected
+
+
+# --- params -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        ({"limit": 0}, "limit must be a positive integer"),
+        ({"limit": -3}, "limit must be a positive integer"),
+        ({"limit": "10"}, "limit must be a positive integer"),
+        ({"limit": True}, "limit must be a positive integer"),
+        ({"limit": 2.5}, "limit must be a positive integer"),
+        ({"column": ""}, "column must be a non-empty string"),
+        ({"column": 3}, "column must be a non-empty string"),
+        ({"table_id": ""}, "table_id must be a non-empty string or None"),
+        ({"table_selector": ""}, "table_selector must be a non-empty CSS selector"),
+        ({"table_selector": "table[["}, "is not a valid CSS selector"),
+        ({"http": ["retries", 3]}, "http must be a mapping"),
+        ({"http": {"retry": 3}}, "bad http params"),
+    ],
+)
+def test_bad_params_raise_value_error(params: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        WikiWorker(**params)
+
+
+def test_extract_column_checks_its_arguments_too() -> None:
+    with pytest.raises(ValueError, match="limit must be a positive integer"):
+        extract_column(page(BUNDLED), limit=0)
+
+
+def test_unknown_param_is_a_type_error() -> None:
+    with pytest.raises(TypeError):
+        WikiWorker(colum="Symbol")  # type: ignore[call-arg]
+
+
+def test_http_params_reach_the_client() -> None:
+    worker = WikiWorker(http={"read_timeout": 5, "connect_timeout": 1, "retries": 3})
+    try:
+        assert worker._http.timeout == (1, 5)
+    finally:
+        worker.close()
+
+
+# --- over real HTTP -----------------------------------------------------------------
+
+
+class _WikiHandler(BaseHTTPRequestHandler):
+    """Serves fixture files at /wiki/<name>; ``server.script[path]`` queues canned answers first."""
+
+    server: _WikiServer
+
+    def do_GET(self) -> None:
+        self.server.hits[self.path] += 1
+        script = self.server.script.get(self.path)
+        if script:
+            status, headers, body = script.pop(0)
+        elif self.path.startswith("/wiki/") and (FIXTURES / self.path.removeprefix("/wiki/")).is_file():
+            status, headers, body = 200, {"Content-Type": "text/html; charset=utf-8"}, page(self.path[6:])
+        else:
+            status, headers, body = 404, {"Content-Type": "text/html"}, b"<html><body>Not Found</body></html>"
+        self.send_response(status)
+        for name, value in headers.items():
+            self.send_header(name, value)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: object) -> None:  # keep test output quiet
+        pass
+
+
+class _WikiServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self) -> None:
+        super().__init__(("127.0.0.1", 0), _WikiHandler)
+        self.script: dict[str, list[tuple[int, dict[str, str], bytes]]] = {}
+        self.hits: Counter[str] = Counter()
+        self.url = f"http://127.0.0.1:{self.server_address[1]}"
+
+
+@pytest.fixture(scope="module")
+def _wiki_server() -> Iterator[_WikiServer]:
+    server = _WikiServer()
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server
+    server.shutdown()
+    server.server_close()
+    thread.join()
+
+
+@pytest.fixture
+def wiki(_wiki_server: _WikiServer) -> Iterator[_WikiServer]:
+    _wiki_server.script.clear()
+    _wiki_server.hits.clear()
+    yield _wiki_server
+
+
+@pytest.fixture
+def make_worker() -> Iterator:
+    """Build workers with no backoff sleep; close them all afterwards."""
+    workers: list[WikiWorker] = []
+
+    def make(**params: object) -> WikiWorker:
+        params.setdefault("http", {"backoff": 0, "retries": 2, "read_timeout": 5})
+        workers.append(WikiWorker(**params))
+        return workers[-1]
+
+    yield make
+    for worker in workers:
+        worker.close()
+
+
+def test_worker_fetches_and_parses_each_kind_of_page(wiki: _WikiServer, make_worker) -> None:
+    worker = make_worker()
+    assert list(worker.process(f"{wiki.url}/wiki/{BUNDLED}")) == ["BTC", "ETH", "LTC", "XRP", "DOGE", "ADA", "SOL"]
+    assert list(worker.process(f"{wiki.url}/wiki/{WIKIPEDIA_CRYPTO}"))[:3] == ["BTC", "LTC", "NMC"]
+    sp500 = make_worker(table_id="constituents", limit=3)
+    assert list(sp500.process(f"  {wiki.url}/wiki/{SP500}\n")) == ["MMM", "AOS", "AAPL"]
+    assert worker.counters == Counter()
+
+
+def test_page_without_charset_header_is_decoded_from_its_meta_tag(wiki: _WikiServer, make_worker) -> None:
+    # requests would decode this body as ISO-8859-1 and turn the nbsp into "Â".
+    body = '<html><head><meta charset="utf-8"></head><body>' + table("<th>Symbol</th>", "<td>\u00a0Ξ\u00a0ETH</td>")
+    wiki.script["/wiki/plain"] = [(200, {"Content-Type": "text/html"}, body.encode())]
+    assert list(make_worker().process(f"{wiki.url}/wiki/plain")) == ["Ξ ETH"]
+
+
+def test_500_then_200_is_retried(wiki: _WikiServer, make_worker) -> None:
+    wiki.script[f"/wiki/{BUNDLED}"] = [(500, {}, b"oops")]
+    assert list(make_worker().process(f"{wiki.url}/wiki/{BUNDLED}"))[0] == "BTC"
+    assert wiki.hits[f"/wiki/{BUNDLED}"] == 2
+
+
+def test_503_with_retry_after_is_retried(wiki: _WikiServer, make_worker) -> None:
+    busy = (503, {"Retry-After": "0"}, b"busy")
+    wiki.script[f"/wiki/{SP500}"] = [busy, busy]
+    assert list(make_worker(table_id="constituents").process(f"{wiki.url}/wiki/{SP500}"))[0] == "MMM"
+    assert wiki.hits[f"/wiki/{SP500}"] == 3
+
+
+def test_503_until_retries_run_out_fails_the_item_with_the_status(wiki: _WikiServer, make_worker) -> None:
+    wiki.script[f"/wiki/{BUNDLED}"] = [(503, {}, b"busy")] * 5
+    with pytest.raises(requests.HTTPError, match="503"):
+        make_worker().process(f"{wiki.url}/wiki/{BUNDLED}")
+    assert wiki.hits[f"/wiki/{BUNDLED}"] == 3  # the first try and 2 retries
+
+
+def test_404_fails_the_item_with_the_status(wiki: _WikiServer, make_worker) -> None:
+    worker = make_worker()
+    with pytest.raises(requests.HTTPError, match="404"):
+        worker.process(f"{wiki.url}/wiki/No_such_page")
+    assert wiki.hits["/wiki/No_such_page"] == 1  # a 404 is not retried
+    # The worker is still usable for the next item.
+    assert list(worker.process(f"{wiki.url}/wiki/{BUNDLED}"))[0] == "BTC"
+
+
+def test_page_without_the_table_or_column_fails_the_item(wiki: _WikiServer, make_worker) -> None:
+    url = f"{wiki.url}/wiki/{BUNDLED}"
+    with pytest.raises(LookupError, match=f"no table matching 'table#constituents' on {url}"):
+        make_worker(table_id="constituents").process(url)
+    with pytest.raises(LookupError, match=f"no column 'Ticker' in table.wikitable on {url}; columns are: Currency"):
+        make_worker(column="Ticker").process(url)
+
+
+def test_column_without_values_is_counted(wiki: _WikiServer, make_worker) -> None:
+    body = table("<th>Symbol</th>", "<td></td>").encode()
+    wiki.script["/wiki/empty"] = [(200, {"Content-Type": "text/html; charset=utf-8"}, body)]
+    worker = make_worker()
+    assert list(worker.process(f"{wiki.url}/wiki/empty")) == []
+    assert worker.counters == Counter(no_symbols=1)
+
+
+@pytest.mark.parametrize("item", [None, "", "   ", 42])
+def test_item_that_is_not_a_url_fails(make_worker, item: object) -> None:
+    with pytest.raises(ValueError, match="item must be a page URL"):
+        make_worker().process(item)  # type: ignore[arg-type]
+
+
+def test_close_closes_the_http_session(wiki: _WikiServer) -> None:
+    worker = WikiWorker(http={"backoff": 0})
+    session = worker._http.session
+    worker.process(f"{wiki.url}/wiki/{BUNDLED}")
+    assert session.adapters["http://"].poolmanager.pools
+    worker.close()
+    assert not session.adapters["http://"].poolmanager.pools
+
+
+def test_bundled_mock_server_page(request: pytest.FixtureRequest) -> None:
+    """The project's own mock server: its wiki page lists exactly the dataset's symbols."""
+    crypto_server = pytest.importorskip("crypto_server")
+    if not hasattr(crypto_server, "serve_in_background"):  # only the empty package directory so far
+        pytest.skip("crypto_server is not built yet")
+    price_server = request.getfixturevalue("price_server")
+    worker = WikiWorker(http={"backoff": 0})
+    try:
+        symbols = list(worker.process(f"{price_server.url}/wiki/List_of_cryptocurrencies"))
+    finally:
+        worker.close()
+    expected = [s.upper() for s in price_server.dataset.symbols]
+    assert sorted(symbols) == sorted(set(expected))
+    assert len(symbols) == len(expected)
