@@ -1,9 +1,24 @@
 """The pipeline engine: stages of worker threads joined by bounded queues.
 
-It knows nothing about scraping, HTTP or databases; see ``contract`` for what
-it asks of a worker.
+It knows nothing about scraping, HTTP or databases: a stage runs any class
+that follows the worker contract (see :mod:`engine.contract`).
 """
 
+from engine.config import PipelineConfig, QueueConfig, StageConfig, load_pipeline
 from engine.contract import ItemsFailed
+from engine.errors import PipelineConfigError
+from engine.executor import PipelineExecutor
+from engine.report import RunReport, StageReport, StageStatus
 
-__all__ = ["ItemsFailed"]
+__all__ = [
+    "ItemsFailed",
+    "PipelineConfig",
+    "PipelineConfigError",
+    "PipelineExecutor",
+    "QueueConfig",
+    "RunReport",
+    "StageConfig",
+    "StageReport",
+    "StageStatus",
+    "load_pipeline",
+]

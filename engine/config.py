@@ -1,0 +1,402 @@
+"""Pipeline configuration: dataclasses, and their validation from a YAML file.
+
+A pipeline is a set of named bounded queues and a list of stages. A stage is
+``instances`` threads, each with its own worker object, that take items from
+``input_queue`` (or, for a source stage, from its ``input_values``) and put
+every output on each of ``output_queues``.
+
+:func:`load_pipeline` turns a YAML file into a :class:`PipelineConfig`; every
+problem becomes a :class:`PipelineConfigError` naming the file, the line and
+the field. A :class:`PipelineConfig` can also be built directly in Python.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+import inspect
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, NoReturn
+
+from engine.errors import PipelineConfigError
+from engine.yaml_source import MarkedDict, MarkedList, load_yaml
+
+DEFAULT_MAXSIZE = 1000
+
+
+@dataclass(frozen=True)
+class QueueConfig:
+    """A bounded queue between stages; a full queue makes its producers wait (backpressure)."""
+
+    name: str
+    maxsize: int = DEFAULT_MAXSIZE
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class StageConfig:
+    """A pool of worker threads, one ``worker_class(**params)`` object per thread."""
+
+    name: str
+    worker_class: type
+    instances: int = 1
+    input_queue: str | None = None
+    input_values: tuple[Any, ...] = ()
+    output_queues: tuple[str, ...] = ()
+    params: Mapping[str, Any] = field(default_factory=dict)
+    batch_size: int | None = None
+    batch_timeout: float = 1.0
+    max_restarts: int = 3
+    description: str = ""
+
+    @property
+    def is_source(self) -> bool:
+        return self.input_queue is None
+
+    @property
+    def is_sink(self) -> bool:
+        return not self.output_queues
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    """Queues and stages; :meth:`check` raises :class:`PipelineConfigError` if they cannot run."""
+
+    queues: Mapping[str, QueueConfig]
+    stages: tuple[StageConfig, ...]
+    name: str = "pipeline"
+    monitor_interval: float = 1.0
+    dead_letter: Path | None = None
+
+    def stage(self, name: str) -> StageConfig:
+        return next(s for s in self.stages if s.name == name)
+
+    def producers(self, queue: str) -> list[StageConfig]:
+        return [s for s in self.stages if queue in s.output_queues]
+
+    def consumers(self, queue: str) -> list[StageConfig]:
+        return [s for s in self.stages if s.input_queue == queue]
+
+    def check(self) -> None:
+        """Check the graph: every queue declared, produced and consumed once, no cycles."""
+        names = [s.name for s in self.stages]
+        for name in set(names):
+            if names.count(name) > 1:
+                raise PipelineConfigError(f"two stages are named '{name}'", where=f"stage {name}")
+        if not self.stages:
+            raise PipelineConfigError("the pipeline has no stages", where="workers")
+        for stage in self.stages:
+            _check_stage(stage, self.queues)
+        for queue in self.queues:
+            producers, consumers = self.producers(queue), self.consumers(queue)
+            if len(consumers) > 1:
+                listed = " and ".join(s.name for s in consumers)
+                raise PipelineConfigError(
+                    f"stages {listed} both take from queue '{queue}', which would split its items "
+                    "between them; give each its own queue and list both in the producer's output_queues",
+                    where=f"stage {consumers[1].name}.input_queue",
+                )
+            if consumers and not producers:
+                raise PipelineConfigError(
+                    f"queue '{queue}' has a consumer but no stage writes to it",
+                    where=f"stage {consumers[0].name}.input_queue",
+                )
+            if producers and not consumers:
+                raise PipelineConfigError(
+                    f"queue '{queue}' is written to but no stage takes from it",
+                    where=f"stage {producers[0].name}.output_queues",
+                )
+        _check_acyclic(self)
+
+
+def _check_stage(stage: StageConfig, queues: Mapping[str, QueueConfig]) -> None:
+    where = f"stage {stage.name}"
+    if stage.input_queue is not None and stage.input_queue not in queues:
+        raise PipelineConfigError(_unknown_queue(stage.input_queue, queues), where=f"{where}.input_queue")
+    for queue in stage.output_queues:
+        if queue not in queues:
+            raise PipelineConfigError(_unknown_queue(queue, queues), where=f"{where}.output_queues")
+    if stage.is_source and not stage.input_values:
+        raise PipelineConfigError(
+            "a stage without input_queue is a source and needs input_values", where=f"{where}.input_values"
+        )
+    if not stage.is_source and stage.input_values:
+        raise PipelineConfigError(
+            "a stage takes either input_queue or input_values, not both", where=f"{where}.input_values"
+        )
+    cls = stage.worker_class
+    if stage.batch_size is not None and not callable(getattr(cls, "process_batch", None)):
+        raise PipelineConfigError(
+            f"batch_size is set but {cls.__name__} has no process_batch(items) method", where=f"{where}.batch_size"
+        )
+    if stage.batch_size is None and not callable(getattr(cls, "process", None)):
+        hint = "; it has process_batch(items): set batch_size" if callable(getattr(cls, "process_batch", None)) else ""
+        raise PipelineConfigError(f"{cls.__name__} has no process(item) method{hint}", where=f"{where}.class")
+    try:
+        inspect.signature(cls).bind(**stage.params)
+    except TypeError as exc:
+        raise PipelineConfigError(f"{cls.__name__}: {exc}", where=f"{where}.params") from None
+    except ValueError:
+        pass  # some classes (builtins, C types) have no introspectable signature
+
+
+def _unknown_queue(name: str, queues: Mapping[str, QueueConfig]) -> str:
+    return f"queue '{name}' is not declared under queues{_suggest(name, queues)}"
+
+
+def _check_acyclic(config: PipelineConfig) -> None:
+    # Pills flow downstream only when every producer is done, so a cycle would never end.
+    downstream = {
+        s.name: [c.name for q in s.output_queues for c in config.consumers(q)] for s in config.stages
+    }
+    visiting: list[str] = []
+    done: set[str] = set()
+
+    def visit(name: str) -> None:
+        if name in visiting:
+            loop = visiting[visiting.index(name):] + [name]
+            raise PipelineConfigError(
+                f"stages form a cycle ({' -> '.join(loop)}); a pipeline must flow one way", where=f"stage {name}"
+            )
+        if name in done:
+            return
+        visiting.append(name)
+        for child in downstream[name]:
+            visit(child)
+        visiting.pop()
+        done.add(name)
+
+    for stage in config.stages:
+        visit(stage.name)
+
+
+def _suggest(word: str, choices: Any) -> str:
+    close = difflib.get_close_matches(str(word), [str(c) for c in choices], n=1, cutoff=0.6)
+    return f"; did you mean '{close[0]}'?" if close else ""
+
+
+# ---------------------------------------------------------------------------
+# From YAML
+
+
+_PIPELINE_KEYS = ("name", "description", "queues", "workers", "monitor_interval", "dead_letter")
+_QUEUE_KEYS = ("name", "description", "maxsize")
+_STAGE_KEYS = (
+    "name", "description", "location", "class", "instances", "input_queue", "input_values",
+    "output_queues", "params", "batch_size", "batch_timeout", "max_restarts",
+)  # fmt: skip
+
+
+def load_pipeline(
+    path: str | Path,
+    env: Mapping[str, str] | None = None,
+    importer: Callable[[str], Any] = importlib.import_module,
+) -> PipelineConfig:
+    """Read, validate and resolve a pipeline file (imports each stage's worker module).
+
+    ``env`` supplies ``${VAR}`` values (default ``os.environ``). Raises
+    :class:`PipelineConfigError` with file, line and field on any problem.
+    """
+    source = str(path)
+    document = load_yaml(path, env)
+    if not isinstance(document, MarkedDict):
+        kind = "empty" if document is None else f"a {type(document).__name__}"
+        raise PipelineConfigError(
+            f"the top level must be a mapping with 'queues' and 'workers', not {kind}", source, 1
+        )
+    reader = _Reader(source, document, "")
+    reader.no_unknown_keys(_PIPELINE_KEYS)
+
+    queues: dict[str, QueueConfig] = {}
+    queue_lines: dict[str, int] = {}
+    for item in reader.sections("queues", required=False):
+        item.no_unknown_keys(_QUEUE_KEYS)
+        name = item.name()
+        if name in queues:
+            item.fail("name", f"queue '{name}' is declared twice")
+        queues[name] = QueueConfig(
+            name=name,
+            maxsize=item.positive_int("maxsize", DEFAULT_MAXSIZE),
+            description=item.text("description", ""),
+        )
+        queue_lines[name] = item.data.line
+
+    stages: list[StageConfig] = []
+    stage_readers: dict[str, _Reader] = {}
+    for item in reader.sections("workers", required=True):
+        item.no_unknown_keys(_STAGE_KEYS)
+        name = item.name()
+        if name in stage_readers:
+            item.fail("name", f"two stages are named '{name}'")
+        stage_readers[name] = item
+        stages.append(
+            StageConfig(
+                name=name,
+                worker_class=item.worker_class(importer),
+                instances=item.positive_int("instances", 1),
+                input_queue=item.optional_text("input_queue"),
+                input_values=tuple(item.value_list("input_values")),
+                output_queues=tuple(item.name_list("output_queues")),
+                params=item.mapping("params"),
+                batch_size=item.positive_int("batch_size", None),
+                batch_timeout=item.positive_number("batch_timeout", 1.0),
+                max_restarts=item.non_negative_int("max_restarts", 3),
+                description=item.text("description", ""),
+            )
+        )
+
+    dead_letter = reader.optional_text("dead_letter")
+    config = PipelineConfig(
+        queues=queues,
+        stages=tuple(stages),
+        name=reader.optional_text("name") or Path(source).stem,
+        monitor_interval=reader.positive_number("monitor_interval", 1.0),
+        dead_letter=Path(dead_letter) if dead_letter else None,
+    )
+    try:
+        config.check()
+    except PipelineConfigError as exc:
+        raise exc.located(source, _line_for(exc.where, stage_readers, document)) from None
+    return config
+
+
+def _line_for(where: str | None, stage_readers: Mapping[str, "_Reader"], document: MarkedDict) -> int | None:
+    """The line of ``stage NAME.key`` (as written by ``PipelineConfig.check``)."""
+    if not where or not where.startswith("stage "):
+        return document.line_of("workers")
+    name, _, key = where[len("stage "):].partition(".")
+    reader = stage_readers.get(name)
+    if reader is None:
+        return None
+    return reader.data.line_of(key) if key else reader.data.line
+
+
+class _Reader:
+    """Typed access to one YAML mapping, raising errors that name file, line and field."""
+
+    def __init__(self, source: str, data: MarkedDict, where: str) -> None:
+        self.source = source
+        self.data = data
+        self.where = where
+
+    def fail(self, key: str | None, message: str) -> NoReturn:
+        line = self.data.line_of(key) if key is not None else self.data.line
+        where = ".".join(p for p in (self.where, key) if p) or None
+        raise PipelineConfigError(message, self.source, line, where)
+
+    def no_unknown_keys(self, allowed: tuple[str, ...]) -> None:
+        for key in self.data:
+            if key not in allowed:
+                self.fail(str(key), f"unknown key{_suggest(key, allowed)}")
+
+    def sections(self, key: str, *, required: bool) -> list["_Reader"]:
+        value = self.data.get(key)
+        if value is None:
+            if required:
+                self.fail(None, f"'{key}' is missing")
+            return []
+        if not isinstance(value, MarkedList):
+            self.fail(key, "must be a list of mappings (each entry starts with '- name: ...')")
+        readers = []
+        for index, entry in enumerate(value):
+            if not isinstance(entry, MarkedDict):
+                raise PipelineConfigError(
+                    "each entry must be a mapping with at least 'name'", self.source, value.line_of(index),
+                    f"{key}[{index}]",
+                )
+            label = f"{key}[{index}]"
+            if isinstance(entry.get("name"), str):
+                label = f"{key}[{index}] ({entry['name']})"
+            readers.append(_Reader(self.source, entry, label))
+        return readers
+
+    def name(self) -> str:
+        value = self.data.get("name")
+        if not isinstance(value, str) or not value.strip():
+            self.fail("name" if "name" in self.data else None, "needs a 'name' (a non-empty string)")
+        return value.strip()
+
+    def text(self, key: str, default: str) -> str:
+        value = self.data.get(key, default)
+        if value is None:
+            return default
+        if not isinstance(value, str):
+            self.fail(key, "must be a string")
+        return value
+
+    def optional_text(self, key: str) -> str | None:
+        value = self.data.get(key)
+        if value is not None and (not isinstance(value, str) or not value.strip()):
+            self.fail(key, "must be a non-empty string")
+        return value.strip() if value is not None else None
+
+    def _number(self, key: str, default: Any, *, kinds: tuple[type, ...], test: Callable[[Any], bool], what: str) -> Any:
+        value = self.data.get(key)
+        if value is None:
+            return default
+        if isinstance(value, bool) or not isinstance(value, kinds) or not test(value):
+            self.fail(key, f"must be {what}, not {value!r}")
+        return value
+
+    def positive_int(self, key: str, default: int | None) -> int | None:
+        return self._number(key, default, kinds=(int,), test=lambda v: v > 0, what="a positive integer")
+
+    def non_negative_int(self, key: str, default: int) -> int:
+        return self._number(key, default, kinds=(int,), test=lambda v: v >= 0, what="a whole number >= 0")
+
+    def positive_number(self, key: str, default: float) -> float:
+        return float(self._number(key, default, kinds=(int, float), test=lambda v: v > 0, what="a positive number"))
+
+    def mapping(self, key: str) -> dict[str, Any]:
+        value = self.data.get(key)
+        if value is None:
+            return {}
+        if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+            self.fail(key, "must be a mapping of keyword arguments for the worker class")
+        return _plain(value)
+
+    def value_list(self, key: str) -> list[Any]:
+        value = self.data.get(key)
+        if value is None:
+            return []
+        return _plain(value) if isinstance(value, list) else [_plain(value)]
+
+    def name_list(self, key: str) -> list[str]:
+        names = self.value_list(key)
+        for name in names:
+            if not isinstance(name, str) or not name.strip():
+                self.fail(key, "must be a queue name or a list of queue names")
+        if len(set(names)) != len(names):
+            self.fail(key, "lists a queue twice")
+        return [n.strip() for n in names]
+
+    def worker_class(self, importer: Callable[[str], Any]) -> type:
+        location = self.data.get("location")
+        class_name = self.data.get("class")
+        if not isinstance(location, str) or not location.strip():
+            self.fail("location" if "location" in self.data else None,
+                      "needs 'location', the module of the worker class (e.g. workers.price_worker)")
+        if not isinstance(class_name, str) or not class_name.strip():
+            self.fail("class" if "class" in self.data else None, "needs 'class', the worker class name")
+        try:
+            module = importer(location.strip())
+        except ImportError as exc:
+            self.fail("location", f"cannot import module '{location}': {exc}")
+        except Exception as exc:  # a worker module that raises on import is a configuration problem too
+            self.fail("location", f"importing module '{location}' failed: {type(exc).__name__}: {exc}")
+        cls = getattr(module, class_name.strip(), None)
+        if not inspect.isclass(cls):
+            public = [n for n, v in vars(module).items() if inspect.isclass(v) and not n.startswith("_")]
+            self.fail("class", f"module '{location}' has no class '{class_name}'{_suggest(class_name, public)}")
+        return cls
+
+
+def _plain(value: Any) -> Any:
+    """Marked YAML containers back to plain dicts and lists, for worker constructors."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return value

@@ -1,0 +1,190 @@
+"""Run a :class:`PipelineConfig`: build the queues and stages, start them, wait, report."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import threading
+import time
+from pathlib import Path
+
+from engine.config import PipelineConfig
+from engine.dead_letter import DeadLetterFile
+from engine.monitor import Monitor, StatusCallback, log_statuses
+from engine.report import (
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_STAGE_DIED,
+    RunReport,
+    StageReport,
+)
+from engine.stage import DIED, Stage, StageQueue
+
+log = logging.getLogger(__name__)
+
+DEAD_LETTER_NAME = "failed_items.jsonl"
+
+
+class PipelineExecutor:
+    """Runs a pipeline once.
+
+    ``run()`` blocks until every stage has ended and returns a :class:`RunReport`.
+    ``interrupt()`` may be called from another thread or a signal handler: the
+    first call stops the sources and lets queued items finish; the second
+    also stops every stage but the sinks, which store what is already queued
+    for them.
+
+    Items that fail go to the dead-letter file: ``dead_letter`` if given, else
+    the pipeline's ``dead_letter``, else ``failed_items.jsonl`` in a new
+    directory under ``run_dir`` (default ``runs/``).
+    """
+
+    def __init__(
+        self,
+        config: PipelineConfig,
+        *,
+        run_dir: str | Path = "runs",
+        dead_letter: str | Path | None = None,
+        on_status: StatusCallback | None = None,
+        strict: bool = False,
+    ) -> None:
+        config.check()
+        self.config = config
+        self.strict = strict
+        self.dead_letter_path = Path(
+            dead_letter or config.dead_letter or _new_run_dir(run_dir, config.name) / DEAD_LETTER_NAME
+        )
+        self._on_status = on_status or log_statuses
+        self._interrupts = 0
+        self._lock = threading.Lock()  # run() and interrupt() may come from different threads
+        self._stages: list[Stage] = []
+        self._monitor: Monitor | None = None
+        self._started = False
+
+    # -- public ----------------------------------------------------------------
+
+    def run(self) -> RunReport:
+        """Run the pipeline to its end and report. A KeyboardInterrupt counts as ``interrupt()``."""
+        with self._lock:
+            if self._started:
+                raise RuntimeError("a PipelineExecutor runs once; make a new one")
+            self._started = True
+            dead_letters = DeadLetterFile(self.dead_letter_path)
+            wake = threading.Event()
+            stages, queues = self._build(dead_letters, wake)
+            self._stages = stages
+            self._monitor = Monitor(stages, queues, wake, self.config.monitor_interval, self._on_status)
+        started = time.monotonic()
+        log.info("pipeline %s: starting %d stages", self.config.name, len(stages))
+        try:
+            for stage in stages:
+                stage.start()
+            self._monitor.start()
+            self._wait()
+        finally:
+            if not self._monitor.done.is_set():  # an unexpected error in this thread: wind down
+                self._stop_all("the run was aborted")
+                self._wait()
+            for stage in stages:
+                for slot in stage.slots:
+                    if slot.thread is not None and slot.thread.ident is not None:
+                        slot.thread.join()
+            self._monitor.join()
+            dead_letters.close()
+        return self._report(time.monotonic() - started, dead_letters)
+
+    def interrupt(self) -> int:
+        """Stop the run: gently the first time, fast the second. Returns how many times it was called."""
+        self._interrupts += 1
+        if self._interrupts == 1:
+            log.warning("interrupted: stopping the sources; queued items will finish (interrupt again to stop fast)")
+            for stage in self._stages:
+                if stage.config.is_source:
+                    stage.stop("interrupted before it was processed")
+        else:
+            log.warning("interrupted again: stopping every stage; sinks store what is already queued for them")
+            for stage in self._stages:
+                if not stage.config.is_sink:
+                    stage.stop("interrupted before it was processed")
+        return self._interrupts
+
+    # -- private ---------------------------------------------------------------
+
+    def _build(self, dead_letters: DeadLetterFile, wake: threading.Event) -> tuple[list[Stage], list[StageQueue]]:
+        queues = {name: StageQueue(name, q.maxsize) for name, q in self.config.queues.items()}
+        stages: list[Stage] = []
+        all_queues = list(queues.values())
+        for config in self.config.stages:
+            if config.input_queue is None:
+                # A source's values go through a queue of its own, so its threads share them out.
+                source = StageQueue(f"{config.name}.input_values", 0)
+                for value in config.input_values:
+                    source.queue.put_nowait(value)
+                all_queues.append(source)
+            else:
+                source = queues[config.input_queue]
+            outputs = [queues[name] for name in config.output_queues]
+            stage = Stage(config, source, outputs, dead_letters, wake)
+            source.consumer = stage
+            for output in outputs:
+                output.producers.append(stage)
+            stages.append(stage)
+        return stages, all_queues
+
+    def _wait(self) -> None:
+        assert self._monitor is not None
+        while True:
+            try:
+                # A short wait keeps the main thread responsive to signals.
+                if self._monitor.done.wait(0.2) or not self._monitor.is_alive():
+                    return
+            except KeyboardInterrupt:
+                self.interrupt()
+
+    def _stop_all(self, reason: str) -> None:
+        for stage in self._stages:
+            stage.stop(reason)
+
+    def _report(self, seconds: float, dead_letters: DeadLetterFile) -> RunReport:
+        stages = [
+            StageReport(
+                name=s.name,
+                instances=s.config.instances,
+                items_in=s.items_in,
+                items_out=s.items_out,
+                failed=s.failed,
+                lost=s.lost,
+                seconds=round((s.ended_at or time.monotonic()) - s.started_at, 3),
+                restarts=s.restarts,
+                state=s.state,
+                counters=s.counters(),
+            )
+            for s in self._stages
+        ]
+        dead = [s.dead_reason for s in self._stages if s.state == DIED and s.dead_reason]
+        failed = sum(s.failed + s.lost for s in stages)
+        assert self._monitor is not None
+        if self._interrupts:
+            code, reason = EXIT_INTERRUPTED, f"interrupted; {failed} item(s) not processed or failed"
+        elif dead:
+            code, reason = EXIT_STAGE_DIED, "; ".join(dead)
+        elif self._monitor.crash is not None:
+            code, reason = EXIT_STAGE_DIED, f"the pipeline monitor failed: {self._monitor.crash!r}"
+        elif self.strict and failed:
+            code, reason = EXIT_STAGE_DIED, f"{failed} item(s) failed (strict mode)"
+        else:
+            code, reason = EXIT_OK, None
+        return RunReport(
+            stages=stages,
+            exit_code=code,
+            reason=reason,
+            dead_letter_path=self.dead_letter_path,
+            dead_letters=dead_letters.count,
+            seconds=round(seconds, 3),
+            interrupted=bool(self._interrupts),
+        )
+
+
+def _new_run_dir(run_dir: str | Path, name: str) -> Path:
+    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    return Path(run_dir) / f"{stamp}-{name}"

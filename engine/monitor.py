@@ -1,0 +1,189 @@
+"""The monitor thread: supervision, poison pills, and the live status of every stage.
+
+It is the only thread that puts pills, and it puts them into a queue only
+when every thread of every stage writing into that queue has ended: one pill
+per consumer thread, after the last item. It never blocks: a pill that does
+not fit into a full queue is retried on the next tick.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable, Sequence
+
+from engine.report import StageStatus
+from engine.stage import PILL, Stage, StageQueue
+
+log = logging.getLogger(__name__)
+
+TICK_SECONDS = 0.1  # the monitor also wakes at once whenever a worker thread ends
+
+StatusCallback = Callable[[list[StageStatus]], None]
+
+
+class Monitor(threading.Thread):
+    """Watches the stages until every one has ended; then sets ``done``.
+
+    Not a daemon: worker threads only end on a pill or a stop, and only the
+    monitor sends pills, so it must outlive them.
+    """
+
+    def __init__(
+        self,
+        stages: Sequence[Stage],
+        queues: Sequence[StageQueue],
+        wake: threading.Event,
+        interval: float,
+        on_status: StatusCallback,
+    ) -> None:
+        super().__init__(name="monitor")
+        self.stages = list(stages)
+        self.queues = list(queues)
+        self.done = threading.Event()
+        self.crash: BaseException | None = None
+        self._wake = wake
+        self._interval = interval
+        self._on_status = on_status
+        self._last_counts = {s.name: 0 for s in self.stages}
+        self._last_time = time.monotonic()
+
+    def run(self) -> None:
+        try:
+            self._watch()
+        except BaseException as exc:  # never leave workers waiting for pills that will not come
+            self.crash = exc
+            log.critical("the monitor failed; stopping every stage", exc_info=True)
+            for stage in self.stages:
+                stage.stop(f"the pipeline monitor failed: {exc!r}")
+            while any(slot.outcome == "running" for stage in self.stages for slot in stage.slots):
+                self._drain_abandoned()
+                time.sleep(TICK_SECONDS)
+            self._drain_abandoned()
+        finally:
+            self.done.set()
+
+    def statuses(self) -> list[StageStatus]:
+        """The status of every stage now, with rates since the previous call."""
+        now = time.monotonic()
+        elapsed = max(now - self._last_time, 1e-9)
+        result = []
+        for stage in self.stages:
+            items_in = stage.items_in
+            result.append(
+                StageStatus(
+                    name=stage.name,
+                    alive=stage.alive,
+                    instances=stage.config.instances,
+                    queue_depth=stage.input.queue.qsize(),
+                    items_in=items_in,
+                    items_out=stage.items_out,
+                    failed=stage.failed,
+                    lost=stage.lost,
+                    rate=(items_in - self._last_counts[stage.name]) / elapsed,
+                    expected=_expected(stage),
+                    state=stage.state,
+                )
+            )
+            self._last_counts[stage.name] = items_in
+        self._last_time = now
+        return result
+
+    # -- one tick --------------------------------------------------------------
+
+    def _watch(self) -> None:
+        next_status = time.monotonic() + self._interval
+        while True:
+            self._wake.wait(TICK_SECONDS)
+            self._wake.clear()  # anything set after this is seen on the next tick
+            self._tick()
+            if all(stage.finished for stage in self.stages):
+                self._drain_abandoned()
+                self._drain_leftovers()
+                self._report_status()
+                return
+            if time.monotonic() >= next_status:
+                self._report_status()
+                next_status = time.monotonic() + self._interval
+
+    def _tick(self) -> None:
+        for stage in self.stages:
+            was_dead = stage.dead_reason is not None
+            stage.supervise()
+            if stage.dead_reason and not was_dead:
+                log.error("%s", stage.dead_reason)
+                self._stop_upstream(stage, f"stopped because {stage.dead_reason}")
+        self._drain_abandoned()
+        for stage_queue in self.queues:
+            self._send_pills(stage_queue)
+
+    def _stop_upstream(self, stage: Stage, reason: str) -> None:
+        # Producers feeding a dead stage would only fill a queue nobody reads.
+        for producer in stage.input.producers:
+            if producer.stop_reason is None and not producer.finished:
+                producer.stop(reason)
+                self._stop_upstream(producer, reason)
+
+    def _send_pills(self, stage_queue: StageQueue) -> None:
+        if stage_queue.abandoned is not None:
+            return
+        if stage_queue.pills_owed is None:
+            if not all(producer.finished for producer in stage_queue.producers):
+                return
+            assert stage_queue.consumer is not None
+            # One per consumer thread; a restarted thread takes the pill of the one it replaced.
+            stage_queue.pills_owed = stage_queue.consumer.config.instances
+        while stage_queue.pills_owed:
+            try:
+                stage_queue.queue.put_nowait(PILL)
+            except queue.Full:
+                return  # the consumer is still working through it; try again next tick
+            stage_queue.pills_owed -= 1
+
+    def _drain_abandoned(self) -> None:
+        for stage_queue in self.queues:
+            if stage_queue.abandoned is not None:
+                self._drain(stage_queue, stage_queue.abandoned)
+
+    def _drain_leftovers(self) -> None:
+        # Every stage has ended, so nothing should be left; if anything is, it is accounted for.
+        for stage_queue in self.queues:
+            self._drain(stage_queue, "left in the queue when the run ended")
+
+    @staticmethod
+    def _drain(stage_queue: StageQueue, reason: str) -> None:
+        assert stage_queue.consumer is not None
+        while True:
+            try:
+                item = stage_queue.queue.get_nowait()
+            except queue.Empty:
+                return
+            if item is not PILL:
+                stage_queue.consumer.record_lost(item, reason)
+
+    def _report_status(self) -> None:
+        try:
+            self._on_status(self.statuses())
+        except Exception:  # a broken display must not stop the pipeline
+            log.exception("status callback failed")
+
+
+def _expected(stage: Stage) -> int | None:
+    """How many items the stage will get in all, once that is known."""
+    if stage.config.is_source:
+        return len(stage.config.input_values)
+    producers = stage.input.producers
+    if all(p.finished for p in producers):
+        return sum(p.items_out for p in producers)
+    return None
+
+
+def log_statuses(statuses: list[StageStatus]) -> None:
+    """The default status callback: one log line per stage."""
+    for s in statuses:
+        log.info(
+            "%s: %d/%d threads, queue %d, in %d, out %d, failed %d, lost %d, %.1f/s",
+            s.name, s.alive, s.instances, s.queue_depth, s.items_in, s.items_out, s.failed, s.lost, s.rate,
+        )

@@ -1,0 +1,77 @@
+"""What a run reports: live status per stage, and the final report."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+EXIT_OK = 0
+EXIT_STAGE_DIED = 1
+EXIT_CONFIG = 2
+EXIT_INTERRUPTED = 130
+
+
+@dataclass(frozen=True)
+class StageStatus:
+    """One stage at one moment, as the monitor sees it (for live views and logs)."""
+
+    name: str
+    alive: int
+    instances: int
+    queue_depth: int  # items waiting in the stage's input queue; for display only
+    items_in: int
+    items_out: int
+    failed: int
+    lost: int
+    rate: float  # items taken per second since the previous status
+    expected: int | None  # items the stage will take in all, once every producer is done
+    state: str  # running, done, stopped or died
+
+    @property
+    def done(self) -> int:
+        """Items the stage has finished with, one way or another."""
+        return self.items_in + self.lost
+
+
+@dataclass(frozen=True)
+class StageReport:
+    """One stage at the end of a run."""
+
+    name: str
+    instances: int
+    items_in: int
+    items_out: int
+    failed: int
+    lost: int
+    seconds: float
+    restarts: int
+    state: str  # done, stopped or died
+    counters: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class RunReport:
+    """The outcome of :meth:`PipelineExecutor.run`."""
+
+    stages: list[StageReport]
+    exit_code: int
+    reason: str | None  # one sentence when the run did not simply succeed
+    dead_letter_path: Path
+    dead_letters: int
+    seconds: float
+    interrupted: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return self.exit_code == EXIT_OK
+
+    def stage(self, name: str) -> StageReport:
+        return next(s for s in self.stages if s.name == name)
+
+    @property
+    def failed(self) -> int:
+        return sum(s.failed for s in self.stages)
+
+    @property
+    def lost(self) -> int:
+        return sum(s.lost for s in self.stages)

@@ -1,0 +1,345 @@
+"""Running stages: worker threads, the queues between them, and the poison pill.
+
+Every blocking ``get``/``put`` here waits at most ``POLL_SECONDS`` and then
+looks at the stop flags again, so no thread can block forever on a queue
+whose other end has stopped.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import queue
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from engine.config import StageConfig
+from engine.contract import ItemsFailed
+from engine.dead_letter import DeadLetterFile
+
+log = logging.getLogger(__name__)
+
+POLL_SECONDS = 0.1  # longest wait before a blocked thread re-checks its stop flags
+_LOGGED_FAILURES = 10  # per stage; the rest are only in the dead-letter file
+
+RUNNING, DONE, STOPPED, DIED = "running", "done", "stopped", "died"
+
+
+class _Pill:
+    """The poison pill. A private type, so no data item can ever be mistaken for it."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "<pill>"
+
+
+PILL = _Pill()
+_STOP = object()  # returned by a get that gave up because the stage was told to stop
+
+
+class StageQueue:
+    """A bounded ``queue.Queue`` with what the monitor needs to know about its two ends."""
+
+    def __init__(self, name: str, maxsize: int) -> None:
+        self.name = name
+        self.queue: queue.Queue[Any] = queue.Queue(maxsize)
+        self.producers: list[Stage] = []
+        self.consumer: Stage | None = None
+        # Why nobody will take from this queue any more. Set once; the monitor then
+        # drains it into the dead-letter file and producers stop waiting for room.
+        self.abandoned: str | None = None
+        self.pills_owed: int | None = None  # set when every producer is done
+
+    def abandon(self, reason: str) -> None:
+        if self.abandoned is None:
+            self.abandoned = reason
+
+    def put(self, item: Any) -> bool:
+        """Put ``item``, waiting while the queue is full; False if it was abandoned meanwhile."""
+        while self.abandoned is None:
+            try:
+                self.queue.put(item, timeout=POLL_SECONDS)
+                return True
+            except queue.Full:
+                pass
+        return False
+
+
+@dataclass(eq=False)
+class _Slot:
+    """One worker thread and what it has done. Only its own thread writes the counts."""
+
+    index: int
+    thread: threading.Thread | None = None
+    outcome: str = RUNNING  # set last, when the thread has closed its worker
+    handled: bool = False  # the monitor has seen the outcome (and restarted if needed)
+    error: BaseException | None = None
+    holding: list[Any] = field(default_factory=list)  # items in hand, failed if the thread dies
+    items_in: int = 0
+    items_out: int = 0
+    failed: int = 0
+    counters: Counter[str] = field(default_factory=Counter)
+
+
+class Stage:
+    """A pool of ``instances`` threads, each running one worker object over the input queue."""
+
+    def __init__(
+        self,
+        config: StageConfig,
+        input_queue: StageQueue,
+        output_queues: list[StageQueue],
+        dead_letters: DeadLetterFile,
+        wake: threading.Event,
+    ) -> None:
+        self.config = config
+        self.name = config.name
+        self.input = input_queue
+        self.outputs = output_queues
+        self._dead_letters = dead_letters
+        self._wake = wake  # set when a thread ends, so the monitor acts at once
+        self.slots: list[_Slot] = []
+        self.restarts = 0
+        self.stop_event = threading.Event()
+        self.stop_reason: str | None = None
+        self.dead_reason: str | None = None
+        self.started_at = 0.0
+        self.ended_at: float | None = None
+        self._lost = 0
+        self._lost_lock = threading.Lock()  # losses are recorded by producers and the monitor alike
+        self._failure_count = itertools.count()  # next() on it is atomic: no lock needed to number failures
+
+    # -- state, read by the monitor ------------------------------------------
+
+    @property
+    def finished(self) -> bool:
+        """Every thread has ended and the monitor has dealt with it (no restart pending)."""
+        return self.ended_at is not None
+
+    @property
+    def state(self) -> str:
+        if self.dead_reason:
+            return DIED
+        if self.stop_reason:
+            return STOPPED
+        return DONE if self.finished else RUNNING
+
+    @property
+    def alive(self) -> int:
+        return sum(1 for s in self.slots if s.outcome == RUNNING)
+
+    @property
+    def items_in(self) -> int:
+        return sum(s.items_in for s in self.slots)
+
+    @property
+    def items_out(self) -> int:
+        return sum(s.items_out for s in self.slots)
+
+    @property
+    def failed(self) -> int:
+        return sum(s.failed for s in self.slots)
+
+    @property
+    def lost(self) -> int:
+        return self._lost
+
+    def counters(self) -> dict[str, int]:
+        total: Counter[str] = Counter()
+        for slot in self.slots:
+            if slot.outcome != RUNNING:  # a running worker may still be changing its counters
+                total.update(slot.counters)
+        return dict(total)
+
+    # -- control ---------------------------------------------------------------
+
+    def start(self) -> None:
+        self.started_at = time.monotonic()
+        for _ in range(self.config.instances):
+            self._spawn()
+
+    def stop(self, reason: str) -> None:
+        """Take no new items: each thread ends after the item in hand; what is queued is lost with ``reason``."""
+        if self.stop_reason is None and not self.finished:
+            self.stop_reason = reason
+        self.stop_event.set()
+        self.input.abandon(reason)
+
+    def supervise(self) -> None:
+        """Called by the monitor: restart threads that died, notice when the stage has ended."""
+        for slot in list(self.slots):
+            if slot.handled:
+                continue
+            if slot.outcome == RUNNING:
+                if slot.thread is not None and slot.thread.is_alive():
+                    continue
+                # Ended without passing through _run's handler (it never started, say).
+                slot.outcome = DIED
+                slot.error = slot.error or RuntimeError("thread ended without reporting")
+            slot.handled = True
+            if slot.outcome == DIED and self.restarts < self.config.max_restarts and not self.stop_event.is_set():
+                self.restarts += 1
+                log.warning(
+                    "%s: restarting a thread that died (%s/%s): %s",
+                    self.name, self.restarts, self.config.max_restarts, _describe(slot.error),
+                )
+                self._spawn()
+        if self.ended_at is None and all(s.handled for s in self.slots):
+            self.ended_at = time.monotonic()
+            if all(s.outcome == DIED for s in self.slots):
+                last = self.slots[-1].error
+                self.dead_reason = (
+                    f"stage {self.name} died: {_describe(last)} "
+                    f"(every thread failed, after {self.restarts} restart{'s' if self.restarts != 1 else ''})"
+                )
+                self.input.abandon(f"not processed: {self.dead_reason}")
+
+    def record_lost(self, item: Any, reason: str) -> None:
+        """Account for an item this stage will never process."""
+        with self._lost_lock:
+            self._lost += 1
+        self._dead_letters.write(self.name, "lost", item, "NotProcessed", reason)
+
+    # -- the worker threads ----------------------------------------------------
+
+    def _spawn(self) -> None:
+        slot = _Slot(index=len(self.slots))
+        slot.thread = threading.Thread(target=self._run, args=(slot,), name=f"{self.name}-{slot.index}")
+        self.slots.append(slot)
+        try:
+            slot.thread.start()
+        except RuntimeError as exc:  # "can't start new thread": the monitor sees a dead slot
+            slot.error = exc
+            slot.outcome = DIED
+            log.error("%s: cannot start a thread: %s", self.name, exc)
+
+    def _run(self, slot: _Slot) -> None:
+        outcome = DIED
+        worker = None
+        try:
+            worker = self.config.worker_class(**self.config.params)
+            while True:
+                items, ended = self._take()
+                if items:
+                    slot.holding = items
+                    self._handle(worker, items, slot)
+                    slot.holding = []
+                if ended:
+                    outcome = ended
+                    break
+        except BaseException as exc:  # the thread dies; say so, and account for what it held
+            slot.error = exc
+            log.error("%s: thread %s died: %s", self.name, slot.index, _describe(exc))
+            for item in slot.holding:
+                self._fail(item, exc, slot)
+            slot.holding = []
+        finally:
+            if worker is not None:
+                self._close(worker, slot)
+                slot.counters.update(getattr(worker, "counters", None) or {})
+            slot.outcome = outcome  # last: the monitor treats the thread as ended from here
+            self._wake.set()
+
+    def _take(self) -> tuple[list[Any], str | None]:
+        """The next item (or batch), and DONE/STOPPED if the thread should end after it."""
+        item = self._get()
+        if item is PILL:
+            return [], DONE
+        if item is _STOP:
+            return [], STOPPED
+        size = self.config.batch_size
+        if size is None:
+            return [item], None
+        batch = [item]
+        deadline = time.monotonic() + self.config.batch_timeout
+        source = self.input.queue
+        while len(batch) < size:
+            try:
+                item = source.get_nowait()
+            except queue.Empty:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or self.stop_event.is_set():
+                    break
+                try:
+                    item = source.get(timeout=min(remaining, POLL_SECONDS))
+                except queue.Empty:
+                    continue
+            if item is PILL:
+                return batch, DONE
+            batch.append(item)
+        return batch, None
+
+    def _get(self) -> Any:
+        source = self.input.queue
+        while not self.stop_event.is_set():
+            try:
+                return source.get(timeout=POLL_SECONDS)
+            except queue.Empty:
+                pass
+        return _STOP
+
+    def _handle(self, worker: Any, items: list[Any], slot: _Slot) -> None:
+        slot.items_in += len(items)
+        try:
+            if self.config.batch_size is None:
+                outputs = worker.process(items[0])
+            else:
+                outputs = worker.process_batch(items)
+            for output in outputs or ():
+                self._emit(output, slot)
+        except ItemsFailed as exc:
+            for output in exc.outputs:
+                self._emit(output, slot)
+            for item, error in exc.failures:
+                self._fail(item, error, slot)
+        except Exception as exc:
+            for item in items:
+                self._fail(item, exc, slot)
+
+    def _emit(self, output: Any, slot: _Slot) -> None:
+        slot.items_out += 1
+        for target in self.outputs:
+            if not target.put(output):
+                assert target.consumer is not None and target.abandoned is not None
+                target.consumer.record_lost(output, target.abandoned)
+
+    def _fail(self, item: Any, error: BaseException, slot: _Slot) -> None:
+        slot.failed += 1
+        message = str(error) or repr(error)
+        self._dead_letters.write(self.name, "failed", item, type(error).__name__, message)
+        number = next(self._failure_count)
+        if number < _LOGGED_FAILURES:
+            log.warning("%s failed on %s: %s", self.name, _short(item), _describe(error))
+        elif number == _LOGGED_FAILURES:
+            log.warning("%s: more failures; all are in %s", self.name, self._dead_letters.path)
+
+    def _close(self, worker: Any, slot: _Slot) -> None:
+        close = getattr(worker, "close", None)
+        if close is None:
+            return
+        try:
+            close()
+        except ItemsFailed as exc:  # a writer flushing its buffer can still fail some rows
+            for output in exc.outputs:
+                self._emit(output, slot)
+            for item, error in exc.failures:
+                self._fail(item, error, slot)
+        except Exception as exc:
+            log.error("%s: close() failed: %s", self.name, _describe(exc))
+            self._fail(None, RuntimeError(f"close() failed: {_describe(exc)}"), slot)
+
+
+def _describe(error: BaseException | None) -> str:
+    if error is None:
+        return "unknown error"
+    text = str(error)
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__
+
+
+def _short(item: Any, limit: int = 80) -> str:
+    text = repr(item)
+    return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -1,0 +1,241 @@
+"""Small workers for engine tests. Pipelines name them as ``location: tests.engine.workers``."""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from collections import Counter, defaultdict
+from typing import Any
+
+from engine import ItemsFailed
+
+# Test-only registries: sinks record what reached them, keyed per test.
+_LOCK = threading.Lock()
+_COLLECTED: dict[str, list[Any]] = defaultdict(list)
+_EVENTS: dict[str, Counter[str]] = defaultdict(Counter)
+
+
+def collected(key: str) -> list[Any]:
+    with _LOCK:
+        return list(_COLLECTED[key])
+
+
+def events(key: str) -> Counter[str]:
+    with _LOCK:
+        return Counter(_EVENTS[key])
+
+
+def _event(key: str, name: str) -> None:
+    with _LOCK:
+        _EVENTS[key][name] += 1
+
+
+class Range:
+    """Source: an item ``[start, stop]`` yields every integer in that range."""
+
+    def __init__(self, tag: str = "") -> None:
+        self.tag = tag
+
+    def process(self, item: list[int]) -> Any:
+        start, stop = item
+        for number in range(start, stop):
+            yield f"{self.tag}{number}" if self.tag else number
+
+
+class Echo:
+    """Passes items on, optionally after a random delay of up to ``max_delay`` seconds."""
+
+    def __init__(self, max_delay: float = 0.0, seed: int | None = None, key: str = "") -> None:
+        self.max_delay = max_delay
+        self.random = random.Random(seed)
+        self.key = key
+        if key:
+            _event(key, "init")
+
+    def process(self, item: Any) -> Any:
+        if self.max_delay:
+            time.sleep(self.random.random() * self.max_delay)
+        return [item]
+
+    def close(self) -> None:
+        if self.key:
+            _event(self.key, "close")
+
+
+class Collect:
+    """Sink: records every item under ``key``."""
+
+    def __init__(self, key: str, max_delay: float = 0.0) -> None:
+        self.key = key
+        self.max_delay = max_delay
+
+    def process(self, item: Any) -> None:
+        if self.max_delay:
+            time.sleep(random.random() * self.max_delay)
+        with _LOCK:
+            _COLLECTED[self.key].append(item)
+
+
+class BatchCollect:
+    """Batch sink: records each batch's items; fails the items listed in ``bad`` alone."""
+
+    def __init__(self, key: str, bad: list[Any] = ()) -> None:
+        self.key = key
+        self.bad = set(bad)
+        _event(key, "init")
+
+    def process_batch(self, items: list[Any]) -> None:
+        _event(self.key, "batch")
+        good = [i for i in items if i not in self.bad]
+        with _LOCK:
+            _COLLECTED[self.key].extend(good)
+        failures = [(i, ValueError(f"bad value {i}")) for i in items if i in self.bad]
+        if failures:
+            raise ItemsFailed(failures)
+
+    def close(self) -> None:
+        _event(self.key, "close")
+
+
+class BufferedCollect:
+    """Sink that buffers items and only stores them in close(), like a writer flushing on shutdown."""
+
+    def __init__(self, key: str) -> None:
+        self.key = key
+        self.buffer: list[Any] = []
+
+    def process(self, item: Any) -> None:
+        self.buffer.append(item)
+
+    def close(self) -> None:
+        with _LOCK:
+            _COLLECTED[self.key].extend(self.buffer)
+
+
+class FailSome:
+    """Raises ValueError on every item divisible by ``every``; passes the others on."""
+
+    def __init__(self, every: int, key: str = "") -> None:
+        self.every = every
+        self.key = key
+
+    def process(self, item: int) -> Any:
+        if item % self.every == 0:
+            raise ValueError(f"{item} is divisible by {self.every}")
+        yield item
+
+    def close(self) -> None:
+        if self.key:
+            _event(self.key, "close")
+
+
+class Die:
+    """Kills its thread on every item (an exception the engine does not catch per item)."""
+
+    def __init__(self, key: str = "") -> None:
+        self.key = key
+        if key:
+            _event(key, "init")
+
+    def process(self, item: Any) -> Any:
+        raise SystemExit(f"worker gave up on {item}")
+
+    def close(self) -> None:
+        if self.key:
+            _event(self.key, "close")
+
+
+class DieOnce:
+    """Kills its thread on the first item it sees in its first life (tracked under ``key``); fine afterwards."""
+
+    def __init__(self, key: str) -> None:
+        self.key = key
+
+    def process(self, item: Any) -> Any:
+        with _LOCK:
+            first = _EVENTS[self.key]["died"] == 0
+            if first:
+                _EVENTS[self.key]["died"] += 1
+        if first:
+            raise SystemExit("first life ends here")
+        return [item]
+
+
+class BrokenInit:
+    """Cannot even be built."""
+
+    def __init__(self) -> None:
+        raise RuntimeError("cannot connect to anything")
+
+    def process(self, item: Any) -> None:  # pragma: no cover - never reached
+        return None
+
+
+class Slow:
+    """Sleeps ``delay`` seconds per item, watching ``key`` events; a stand-in for network I/O."""
+
+    def __init__(self, delay: float, key: str = "") -> None:
+        self.delay = delay
+        self.key = key
+
+    def process(self, item: Any) -> Any:
+        if self.key:
+            _event(self.key, "started")
+        time.sleep(self.delay)
+        return [item]
+
+
+class Counting:
+    """Passes items on and counts odd ones in ``counters`` (outcomes that are not outputs)."""
+
+    def __init__(self) -> None:
+        self.counters: Counter[str] = Counter()
+
+    def process(self, item: int) -> Any:
+        if item % 2:
+            self.counters["odd"] += 1
+            return None
+        return [item]
+
+
+class NotAWorker:
+    """Has neither process nor process_batch."""
+
+
+class OnlyBatch:
+    def process_batch(self, items: list[Any]) -> None:
+        return None
+
+
+class NeedsParam:
+    def __init__(self, exchanges: list[str]) -> None:
+        self.exchanges = exchanges
+
+    def process(self, item: Any) -> Any:
+        return [item]
+
+
+class Gate:
+    """Holds every item until ``key``'s sink has collected ``wait_for`` items, then waits ``linger`` more.
+
+    Makes "this producer finishes after that one" certain instead of likely.
+    """
+
+    def __init__(self, key: str, wait_for: int, linger: float = 0.2, timeout: float = 20.0) -> None:
+        self.key = key
+        self.wait_for = wait_for
+        self.linger = linger
+        self.timeout = timeout
+        self.opened = False
+
+    def process(self, item: Any) -> Any:
+        if not self.opened:
+            deadline = time.monotonic() + self.timeout
+            while len(collected(self.key)) < self.wait_for:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"the sink never collected {self.wait_for} items")
+                time.sleep(0.005)
+            time.sleep(self.linger)
+            self.opened = True
+        return [item]
