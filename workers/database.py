@@ -1,0 +1,261 @@
+"""Which database the pipeline writes to, and the embedded PostgreSQL behind the default.
+
+Resolution (:func:`resolve_database_url`), first match wins:
+
+1. ``DATABASE_URL``: any SQLAlchemy URL (``postgresql://`` is read as psycopg2).
+2. ``POSTGRES_HOST`` (with ``POSTGRES_USER``, ``POSTGRES_PASSWORD``,
+   ``POSTGRES_PORT``, ``POSTGRES_DB``): an external PostgreSQL.
+3. Otherwise an embedded PostgreSQL (pgserver) with its data in ``.pgdata/`` at
+   the repository root, started on first use, kept between runs and stopped
+   when the process exits.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shlex
+import threading
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import create_engine, inspect, text
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.pool import NullPool
+
+log = logging.getLogger(__name__)
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+"""The directory holding main.py (the parent of the ``workers`` package)."""
+
+DEFAULT_PGDATA = REPO_ROOT / ".pgdata"
+"""Data directory of the default embedded PostgreSQL."""
+
+PRICES_TABLE = "prices"
+
+
+class DatabaseUnavailable(Exception):
+    """The database could not be reached or started; the message is one line, password masked."""
+
+
+def normalize_database_url(url: str | URL) -> str:
+    """Return ``url`` as a string, with ``postgresql://`` / ``postgres://`` mapped to psycopg2.
+
+    SQLAlchemy 2.1 reads a bare ``postgresql://`` as psycopg 3, which is not installed.
+    Other URLs (``sqlite:///...``, an explicit ``postgresql+driver://``) pass unchanged.
+    """
+    parsed = make_url(url)
+    if parsed.drivername in ("postgresql", "postgres"):
+        parsed = parsed.set(drivername="postgresql+psycopg2")
+    return parsed.render_as_string(hide_password=False)
+
+
+def mask_url(url: str | URL) -> str:
+    """``url`` with its password replaced by ``***``, for logs and messages."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # an unparsable URL must not leak through an error message either
+        return "<unparsable database URL>"
+
+
+class EmbeddedPostgres:
+    """A PostgreSQL server run by pgserver with its data in ``pgdata``.
+
+    Nothing runs until :meth:`start`. ``start()`` and ``stop()`` may be called
+    any number of times, from any thread; the URL stays the same across
+    restarts. ``cleanup_mode`` is pgserver's: ``"stop"`` stops the server when
+    the process exits, ``None`` leaves it running (the caller stops it).
+    """
+
+    def __init__(self, pgdata: str | Path, *, cleanup_mode: str | None = "stop") -> None:
+        self.pgdata = Path(pgdata).expanduser().resolve()
+        self._cleanup_mode = cleanup_mode
+        self._server: Any = None  # pgserver.PostgresServer once started
+        self._running = False
+        self._url: str | None = None
+        # Writer threads may all ask for the server at once; it must start once.
+        self._lock = threading.Lock()
+
+    @property
+    def url(self) -> str:
+        """The psycopg2 URL (Unix socket) of the server; known once started."""
+        if self._url is None:
+            raise RuntimeError(f"embedded PostgreSQL in {self.pgdata} was never started")
+        return self._url
+
+    @property
+    def running(self) -> bool:
+        """Whether this object started the server and has not stopped it since."""
+        return self._running
+
+    def start(self) -> str:
+        """Start the server (initialising ``pgdata`` if empty) unless running; return its URL.
+
+        Raises :class:`DatabaseUnavailable` when it cannot start.
+        """
+        with self._lock:
+            if self._running:
+                return self.url
+            try:
+                self._start_locked()
+            except Exception as exc:
+                raise DatabaseUnavailable(
+                    f"embedded PostgreSQL in {self.pgdata} did not start: {_first_line(exc)}"
+                ) from exc
+            self._running = True
+            log.info("embedded PostgreSQL running, data in %s", self.pgdata)
+            return self.url
+
+    def stop(self) -> None:
+        """Stop the server now (fast shutdown: open sessions are cut, data is kept)."""
+        with self._lock:
+            if not self._running:
+                return
+            import pgserver
+
+            pgserver.pg_ctl(
+                ["-w", "-m", "fast", "stop"], pgdata=self.pgdata, user=self._server.system_user
+            )
+            self._running = False
+            log.info("embedded PostgreSQL stopped, data in %s", self.pgdata)
+
+    def _start_locked(self) -> None:
+        import pgserver  # imported here: it touches runtime directories at import time
+
+        if self._server is None:
+            self.pgdata.parent.mkdir(parents=True, exist_ok=True)
+            # get_server initialises pgdata, starts the server and registers its own atexit stop.
+            self._server = pgserver.get_server(self.pgdata, cleanup_mode=self._cleanup_mode)
+        else:
+            # Restart after stop(): pgserver keeps the instance (and its atexit hook);
+            # ensure_postgres_running expects pgserver's cross-process lock to be held.
+            with pgserver.PostgresServer._lock:
+                self._server.ensure_postgres_running()
+        self._url = normalize_database_url(self._server.get_uri())
+
+
+_default_embedded: EmbeddedPostgres | None = None
+# Several threads may resolve the URL at once; they must share one server object.
+_default_embedded_lock = threading.Lock()
+
+
+def default_embedded_postgres() -> EmbeddedPostgres:
+    """The process-wide embedded server in :data:`DEFAULT_PGDATA` (not started by this call)."""
+    global _default_embedded
+    with _default_embedded_lock:
+        if _default_embedded is None:
+            _default_embedded = EmbeddedPostgres(DEFAULT_PGDATA)
+        return _default_embedded
+
+
+def resolve_database_url(
+    env: Mapping[str, str] = os.environ, *, embedded: EmbeddedPostgres | None = None
+) -> str:
+    """The database URL the environment asks for (see the module docstring).
+
+    When neither ``DATABASE_URL`` nor ``POSTGRES_HOST`` is set, ``embedded``
+    (default: :func:`default_embedded_postgres`) is started if needed and its URL
+    returned. Raises :class:`DatabaseUnavailable` if that server cannot start.
+    """
+    if env.get("DATABASE_URL"):
+        source, url = "DATABASE_URL", normalize_database_url(env["DATABASE_URL"])
+    elif env.get("POSTGRES_HOST"):
+        source, url = "POSTGRES_* variables", _url_from_postgres_vars(env)
+    else:
+        server = embedded if embedded is not None else default_embedded_postgres()
+        source, url = f"embedded PostgreSQL in {server.pgdata}", server.start()
+    log.info("database %s (from %s)", mask_url(url), source)
+    return url
+
+
+def _url_from_postgres_vars(env: Mapping[str, str]) -> str:
+    port = env.get("POSTGRES_PORT") or None
+    if port is not None and not port.isdigit():
+        raise ValueError(f"POSTGRES_PORT must be a number, got {port!r}")
+    # URL.create escapes what needs escaping (an '@' or '/' in the password, for one).
+    url = URL.create(
+        "postgresql+psycopg2",
+        username=env.get("POSTGRES_USER") or "postgres",
+        password=env.get("POSTGRES_PASSWORD") or None,
+        host=env["POSTGRES_HOST"],
+        port=int(port) if port is not None else None,
+        database=env.get("POSTGRES_DB") or None,
+    )
+    return url.render_as_string(hide_password=False)
+
+
+def describe_database(url: str, *, embedded: EmbeddedPostgres | None = None) -> list[str]:
+    """Lines for ``main.py --show-db``: where the database is, how to open it, rows in ``prices``.
+
+    ``embedded`` is the server behind ``url`` if it is an embedded one; by default
+    the process-wide embedded server is recognised by its URL.
+    Raises :class:`DatabaseUnavailable` (one line, password masked) if the
+    database cannot be reached.
+    """
+    url = normalize_database_url(url)
+    parsed = make_url(url)
+    if embedded is None and _default_embedded is not None and _default_embedded.running:
+        if _default_embedded.url == url:
+            embedded = _default_embedded
+
+    lines = [f"database: {mask_url(url)}"]
+    if embedded is not None:
+        lines.append(f"embedded PostgreSQL (pgserver), data in {embedded.pgdata}")
+        lines.append(
+            "note: it runs only while a pipeline (or this command) holds it; "
+            "psql connects only while it is up"
+        )
+    if parsed.get_backend_name() == "postgresql":
+        lines.append(f"open with psql: {_psql_command(parsed)}")
+        if parsed.password:
+            lines.append("  (psql asks for the password; or set PGPASSWORD)")
+    elif parsed.get_backend_name() == "sqlite":
+        lines.append(f"open with: sqlite3 {shlex.quote(parsed.database or ':memory:')}")
+    lines.append(_prices_summary(url))
+    return lines
+
+
+def _psql_command(url: URL) -> str:
+    args = [str(_psql_path())]
+    host = url.host or url.query.get("host")  # a Unix socket directory comes as ?host=
+    if host:
+        args += ["-h", str(host)]
+    if url.port:
+        args += ["-p", str(url.port)]
+    args += ["-U", url.username or "postgres", "-d", url.database or url.username or "postgres"]
+    return shlex.join(args)
+
+
+def _psql_path() -> Path | str:
+    """The psql shipped inside pgserver, else plain ``psql`` from PATH."""
+    try:
+        from pgserver._commands import POSTGRES_BIN_PATH
+    except ImportError:
+        return "psql"
+    psql = POSTGRES_BIN_PATH / "psql"
+    return psql if psql.exists() else "psql"
+
+
+def _prices_summary(url: str) -> str:
+    connect_args = {"connect_timeout": 5} if make_url(url).get_backend_name() == "postgresql" else {}
+    engine = create_engine(url, poolclass=NullPool, connect_args=connect_args)
+    try:
+        with engine.connect() as conn:
+            if not inspect(conn).has_table(PRICES_TABLE):
+                return f"{PRICES_TABLE}: no {PRICES_TABLE} table yet"
+            count = conn.execute(text(f"SELECT count(*) FROM {PRICES_TABLE}")).scalar_one()
+            return f"{PRICES_TABLE}: {count} row(s)"
+    except SQLAlchemyError as exc:
+        raise DatabaseUnavailable(f"cannot reach {mask_url(url)}: {_first_line(exc)}") from exc
+    finally:
+        engine.dispose()
+
+
+def _first_line(exc: BaseException) -> str:
+    """The first non-empty line of an exception's message (driver errors span many lines)."""
+    for line in str(exc).splitlines():
+        if line.strip():
+            return line.strip()
+    return type(exc).__name__
