@@ -1,0 +1,322 @@
+"""The sink of the price pipeline: batched, idempotent upserts into the ``prices`` table.
+
+Each row is keyed by (symbol, exchange, price_date); writing the same key again
+updates it, so re-running a pipeline (or retrying a batch after a lost
+connection) never duplicates a row. PostgreSQL (psycopg2) and SQLite are supported.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import logging
+import random
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Date,
+    DateTime,
+    Double,
+    Integer,
+    MetaData,
+    Table,
+    Text,
+    UniqueConstraint,
+    create_engine,
+    inspect,
+)
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection, Engine, make_url
+from sqlalchemy.exc import (
+    DBAPIError,
+    DisconnectionError,
+    InterfaceError,
+    OperationalError,
+    StatementError,
+)
+
+from engine.contract import ItemsFailed
+from workers.database import (
+    DatabaseUnavailable,
+    mask_url,
+    normalize_database_url,
+    resolve_database_url,
+)
+from workers.records import PriceRecord
+
+log = logging.getLogger(__name__)
+
+KEY_COLUMNS = ("symbol", "exchange", "price_date")
+VALUE_COLUMNS = ("open", "high", "low", "close", "volume", "extracted_time")
+
+_metadata = MetaData()
+prices = Table(
+    "prices",
+    _metadata,
+    # SQLite gives auto-increment ids only to an INTEGER PRIMARY KEY.
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True),
+    Column("symbol", Text, nullable=False),
+    Column("exchange", Text, nullable=False),
+    Column("price_date", Date, nullable=False),
+    Column("open", Double),
+    Column("high", Double),
+    Column("low", Double),
+    Column("close", Double),
+    Column("volume", Double),
+    Column("extracted_time", DateTime(timezone=True), nullable=False),
+    UniqueConstraint(*KEY_COLUMNS, name="prices_symbol_exchange_price_date_key"),
+)
+
+_INSERTS = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}
+
+_engines: dict[str, Engine] = {}
+# Writer threads start together; each URL must get exactly one engine (one pool).
+_engines_lock = threading.Lock()
+_tables_ready: set[str] = set()
+# Creating the table is check-then-create; threads of this process must not race on it.
+_tables_lock = threading.Lock()
+
+
+class PostgresWorker:
+    """Upserts price records (``PriceRecord`` or dicts with the same keys) into ``prices``.
+
+    Params (from the stage's YAML):
+
+    - ``database_url``: any SQLAlchemy URL of PostgreSQL or SQLite; default
+      :func:`workers.database.resolve_database_url` (``DATABASE_URL``,
+      ``POSTGRES_*``, else the embedded server).
+    - ``batch_size``: rows ``process()`` buffers before writing (default 500).
+    - ``pool_size``: connection pool size, shared by every worker of this URL in
+      the process (the first worker's value wins); at least the stage's instances.
+    - ``retry_seconds``: how long to retry a batch through connection errors (default 60).
+
+    ``process_batch(items)`` writes the batch in one statement; ``process(item)``
+    buffers and ``close()`` writes what is left. Items the database rejects fail
+    alone, through :class:`engine.ItemsFailed`; if the database stays unreachable
+    for ``retry_seconds``, the whole batch fails with :class:`DatabaseUnavailable`.
+    Within one batch, the last item of a key wins. Counters: ``rows_written``,
+    ``db_retries``.
+    """
+
+    def __init__(
+        self,
+        database_url: str | None = None,
+        *,
+        batch_size: int = 500,
+        pool_size: int = 10,
+        retry_seconds: float = 60.0,
+    ) -> None:
+        if batch_size < 1 or pool_size < 1 or retry_seconds < 0:
+            raise ValueError("batch_size and pool_size must be >= 1, retry_seconds >= 0")
+        url = normalize_database_url(database_url or resolve_database_url())
+        backend = make_url(url).get_backend_name()
+        if backend not in _INSERTS:
+            raise ValueError(f"PostgresWorker supports PostgreSQL and SQLite, not {mask_url(url)}")
+        self._url = url
+        self._insert = _INSERTS[backend]
+        self._engine = _engine_for(url, pool_size)
+        self._batch_size = batch_size
+        self._retry_seconds = retry_seconds
+        self._buffer: list[Any] = []
+        self.counters: Counter[str] = Counter()
+
+    def process_batch(self, items: Sequence[Any]) -> None:
+        """Upsert ``items``; raise ``ItemsFailed`` naming only the rejected ones."""
+        failures = self._write(items)
+        if failures:
+            raise ItemsFailed(failures)
+
+    def process(self, item: Any) -> None:
+        """Buffer ``item``; write the buffer once it holds ``batch_size`` items.
+
+        A failed write raises ``ItemsFailed`` listing buffered items (earlier ones too).
+        """
+        self._buffer.append(item)
+        if len(self._buffer) >= self._batch_size:
+            self._flush()
+
+    def close(self) -> None:
+        """Write what ``process()`` buffered; raise ``ItemsFailed`` for what failed."""
+        self._flush()
+
+    def _flush(self) -> None:
+        items, self._buffer = self._buffer, []
+        if not items:
+            return
+        try:
+            failures = self._write(items)
+        except Exception as exc:
+            # The engine only knows the current item: name every buffered one.
+            failures = [(item, exc) for item in items]
+        if failures:
+            raise ItemsFailed(failures)
+
+    def _write(self, items: Sequence[Any]) -> list[tuple[Any, BaseException]]:
+        """Upsert ``items``; return the (item, error) pairs that failed.
+
+        Raises :class:`DatabaseUnavailable` when connection errors outlast ``retry_seconds``.
+        """
+        failures: list[tuple[Any, BaseException]] = []
+        by_key: dict[tuple[Any, ...], tuple[dict[str, Any], Any]] = {}
+        for item in items:
+            try:
+                row = _row(item)
+            except Exception as exc:
+                failures.append((item, exc))
+                continue
+            # ON CONFLICT DO UPDATE may not touch a row twice in one statement: last one wins.
+            by_key[tuple(row[c] for c in KEY_COLUMNS)] = (row, item)
+        pending = list(by_key.values())
+        if pending:
+            rejected = self._write_with_retry(pending)
+            # Counted only now: a retried batch is written again but is still the same rows.
+            self.counters["rows_written"] += len(pending) - len(rejected)
+            failures += rejected
+        return failures
+
+    def _write_with_retry(
+        self, pending: list[tuple[dict[str, Any], Any]]
+    ) -> list[tuple[Any, BaseException]]:
+        deadline = time.monotonic() + self._retry_seconds
+        attempt = 0
+        while True:
+            try:
+                return self._write_once(pending)
+            except Exception as exc:
+                if not _is_transient(exc):
+                    raise
+                attempt += 1
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise DatabaseUnavailable(
+                        f"gave up writing {len(pending)} row(s) to {mask_url(self._url)} "
+                        f"after {self._retry_seconds:g}s of retries: {_first_line(exc)}"
+                    ) from exc
+                self.counters["db_retries"] += 1
+                # Jittered exponential backoff, so many writer threads do not retry in step.
+                delay = min(remaining, random.uniform(0.5, 1.0) * min(2.0, 0.05 * 2**attempt))
+                log.warning(
+                    "database write failed (attempt %d), retrying in %.2fs: %s",
+                    attempt, delay, _first_line(exc),
+                )
+                time.sleep(delay)
+
+    def _write_once(
+        self, pending: list[tuple[dict[str, Any], Any]]
+    ) -> list[tuple[Any, BaseException]]:
+        """One try: the whole batch in one statement, else row by row to isolate bad rows.
+
+        Connection errors propagate (the caller retries the lot: upserts are idempotent).
+        """
+        _ensure_table(self._url, self._engine)
+        with self._engine.connect() as conn:
+            try:
+                self._upsert(conn, [row for row, _ in pending])
+                return []
+            except Exception as exc:
+                if _is_transient(exc) or not _is_rejection(exc):
+                    raise
+                log.info("batch of %d rejected (%s); writing row by row", len(pending), _first_line(exc))
+            failures: list[tuple[Any, BaseException]] = []
+            for row, item in pending:
+                try:
+                    self._upsert(conn, [row])
+                except Exception as exc:
+                    if _is_transient(exc) or not _is_rejection(exc):
+                        raise
+                    failures.append((item, exc))
+            return failures
+
+    def _upsert(self, conn: Connection, rows: list[dict[str, Any]]) -> None:
+        """One multi-row ``INSERT ... ON CONFLICT (key) DO UPDATE``, all values bound."""
+        stmt = self._insert(prices).values(rows)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=list(KEY_COLUMNS),
+            set_={c: stmt.excluded[c] for c in VALUE_COLUMNS},
+        )
+        with conn.begin():
+            conn.execute(stmt)
+
+
+def _engine_for(url: str, pool_size: int) -> Engine:
+    """The process-wide engine of ``url``, created on first use."""
+    with _engines_lock:
+        engine = _engines.get(url)
+        if engine is None:
+            is_postgres = make_url(url).get_backend_name() == "postgresql"
+            engine = create_engine(
+                url,
+                pool_size=pool_size,
+                max_overflow=max(2, pool_size // 2),
+                pool_pre_ping=True,  # a server restart leaves dead connections in the pool
+                # Without a timeout, connecting to an unreachable host can hang forever.
+                connect_args={"connect_timeout": 10} if is_postgres else {},
+            )
+            _engines[url] = engine
+            log.info("database engine for %s (pool %d)", mask_url(url), pool_size)
+        return engine
+
+
+def _ensure_table(url: str, engine: Engine) -> None:
+    """Create ``prices`` if missing, once per URL per process."""
+    if url in _tables_ready:
+        return
+    with _tables_lock:
+        if url in _tables_ready:
+            return
+        try:
+            _metadata.create_all(engine, checkfirst=True)
+        except DBAPIError:
+            # Another process may have created it between the check and the CREATE.
+            if not inspect(engine).has_table(prices.name):
+                raise
+        _tables_ready.add(url)
+
+
+def _row(item: PriceRecord | Mapping[str, Any]) -> dict[str, Any]:
+    """The table row of one item; dates may be ISO strings in dicts."""
+    if isinstance(item, PriceRecord):
+        data: Mapping[str, Any] = dataclasses.asdict(item)
+    elif isinstance(item, Mapping):
+        data = item
+    else:
+        raise TypeError(f"expected a PriceRecord or a dict, got {type(item).__name__}")
+    row = {c: data[c] for c in KEY_COLUMNS + VALUE_COLUMNS}
+    if isinstance(row["price_date"], str):
+        row["price_date"] = dt.date.fromisoformat(row["price_date"])
+    row["extracted_time"] = _utc(row["extracted_time"])
+    return row
+
+
+def _utc(value: dt.datetime | str) -> dt.datetime:
+    """An aware UTC datetime; a naive one is taken to be UTC already."""
+    if isinstance(value, str):
+        value = dt.datetime.fromisoformat(value)
+    if not isinstance(value, dt.datetime):
+        raise TypeError(f"extracted_time must be a datetime or an ISO string, got {value!r}")
+    if value.tzinfo is None:
+        return value.replace(tzinfo=dt.timezone.utc)
+    return value.astimezone(dt.timezone.utc)
+
+
+def _is_transient(exc: BaseException) -> bool:
+    """A lost or refused connection: the same batch may succeed later."""
+    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
+        return True
+    return isinstance(exc, (OperationalError, InterfaceError, DisconnectionError))
+
+
+def _is_rejection(exc: BaseException) -> bool:
+    """The database or driver refused a value (DataError, IntegrityError, a NUL in a string...)."""
+    return isinstance(exc, (StatementError, ValueError, TypeError))
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return lines[0] if lines else type(exc).__name__
