@@ -202,7 +202,7 @@ def load_pipeline(
     source = str(path)
     document = load_yaml(path, env)
     if not isinstance(document, MarkedDict):
-        kind = "empty" if document is None else f"a {type(document).__name__}"
+        kind = "empty" if document is None else "a list" if isinstance(document, list) else "a single value"
         raise PipelineConfigError(
             f"the top level must be a mapping with 'queues' and 'workers', not {kind}", source, 1
         )
