@@ -6,7 +6,7 @@ that follows the worker contract (see :mod:`engine.contract`).
 
 from engine.config import PipelineConfig, QueueConfig, StageConfig, load_pipeline
 from engine.contract import ItemsFailed
-from engine.errors import PipelineConfigError
+from engine.errors import PipelineConfigError, StageSetupError
 from engine.executor import PipelineExecutor
 from engine.report import RunReport, StageReport, StageStatus
 
@@ -19,6 +19,7 @@ __all__ = [
     "RunReport",
     "StageConfig",
     "StageReport",
+    "StageSetupError",
     "StageStatus",
     "load_pipeline",
 ]

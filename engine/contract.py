@@ -11,6 +11,12 @@ An optional ``counters`` attribute (a mapping of name -> int, typically a
 ``collections.Counter``) is summed per stage into the run report when the
 thread ends, for outcomes that are neither an output nor a failure
 (``no_data``, for example).
+
+An optional classmethod ``prepare_stage(params)`` runs once per stage, in the
+caller's thread, before any worker thread starts: the place to check that a
+service answers, so that a run that cannot work stops at once with one clear
+sentence instead of failing every item. Whatever it raises stops the run
+before it starts (:class:`engine.StageSetupError`).
 """
 
 from __future__ import annotations

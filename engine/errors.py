@@ -26,3 +26,7 @@ class PipelineConfigError(Exception):
             place = f"{place}:{self.line}"
         parts = [p for p in (place, self.where, self.message) if p]
         return ": ".join(parts)
+
+
+class StageSetupError(Exception):
+    """A stage's ``prepare_stage`` refused to start; ``str(error)`` is one line naming the stage."""

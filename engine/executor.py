@@ -10,6 +10,7 @@ from pathlib import Path
 
 from engine.config import PipelineConfig
 from engine.dead_letter import DeadLetterFile
+from engine.errors import StageSetupError
 from engine.monitor import Monitor, StatusCallback, log_statuses
 from engine.report import (
     EXIT_INTERRUPTED,
@@ -64,11 +65,16 @@ class PipelineExecutor:
     # -- public ----------------------------------------------------------------
 
     def run(self) -> RunReport:
-        """Run the pipeline to its end and report. A KeyboardInterrupt counts as ``interrupt()``."""
+        """Run the pipeline to its end and report. A KeyboardInterrupt counts as ``interrupt()``.
+
+        Raises :class:`StageSetupError` before anything starts if a stage's
+        ``prepare_stage`` refuses.
+        """
         with self._lock:
             if self._started:
                 raise RuntimeError("a PipelineExecutor runs once; make a new one")
             self._started = True
+            self._prepare_stages()
             dead_letters = DeadLetterFile(self.dead_letter_path)
             wake = threading.Event()
             stages, queues = self._build(dead_letters, wake)
@@ -109,6 +115,17 @@ class PipelineExecutor:
         return self._interrupts
 
     # -- private ---------------------------------------------------------------
+
+    def _prepare_stages(self) -> None:
+        for config in self.config.stages:
+            prepare = getattr(config.worker_class, "prepare_stage", None)
+            if prepare is None:
+                continue
+            try:
+                prepare(dict(config.params))
+            except Exception as exc:
+                text = " ".join(str(exc).split()) or type(exc).__name__
+                raise StageSetupError(f"stage {config.name} cannot start: {text}") from exc
 
     def _build(self, dead_letters: DeadLetterFile, wake: threading.Event) -> tuple[list[Stage], list[StageQueue]]:
         queues = {name: StageQueue(name, q.maxsize) for name, q in self.config.queues.items()}

@@ -102,7 +102,7 @@ class EmbeddedPostgres:
                 self._start_locked()
             except Exception as exc:
                 raise DatabaseUnavailable(
-                    f"embedded PostgreSQL in {self.pgdata} did not start: {_first_line(exc)}"
+                    f"embedded PostgreSQL in {self.pgdata} did not start: {first_line(exc)}"
                 ) from exc
             self._running = True
             log.info("embedded PostgreSQL running, data in %s", self.pgdata)
@@ -166,7 +166,7 @@ def resolve_database_url(
     else:
         server = embedded if embedded is not None else default_embedded_postgres()
         source, url = f"embedded PostgreSQL in {server.pgdata}", server.start()
-    log.info("database %s (from %s)", mask_url(url), source)
+    log.debug("database %s (from %s)", mask_url(url), source)
     return url
 
 
@@ -248,12 +248,12 @@ def _prices_summary(url: str) -> str:
             count = conn.execute(text(f"SELECT count(*) FROM {PRICES_TABLE}")).scalar_one()
             return f"{PRICES_TABLE}: {count} row(s)"
     except SQLAlchemyError as exc:
-        raise DatabaseUnavailable(f"cannot reach {mask_url(url)}: {_first_line(exc)}") from exc
+        raise DatabaseUnavailable(f"cannot reach {mask_url(url)}: {first_line(exc)}") from exc
     finally:
         engine.dispose()
 
 
-def _first_line(exc: BaseException) -> str:
+def first_line(exc: BaseException) -> str:
     """The first non-empty line of an exception's message (driver errors span many lines)."""
     for line in str(exc).splitlines():
         if line.strip():

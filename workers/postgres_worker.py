@@ -44,6 +44,7 @@ from sqlalchemy.exc import (
 from engine.contract import ItemsFailed
 from workers.database import (
     DatabaseUnavailable,
+    first_line,
     mask_url,
     normalize_database_url,
     resolve_database_url,
@@ -126,6 +127,20 @@ class PostgresWorker:
         self._buffer: list[Any] = []
         self.counters: Counter[str] = Counter()
 
+    @classmethod
+    def prepare_stage(cls, params: Mapping[str, Any]) -> None:
+        """Before the run: resolve the database (starting the embedded one), reach it, create ``prices``.
+
+        Raises :class:`DatabaseUnavailable` with one line if it cannot be reached.
+        """
+        url = normalize_database_url(params.get("database_url") or resolve_database_url())
+        engine = _engine_for(url, int(params.get("pool_size", 10)))
+        try:
+            _ensure_table(url, engine)
+        except DBAPIError as exc:
+            raise DatabaseUnavailable(f"cannot reach {mask_url(url)}: {first_line(exc)}") from exc
+        log.info("writing to %s", mask_url(url))
+
     def process_batch(self, items: Sequence[Any]) -> None:
         """Upsert ``items``; raise ``ItemsFailed`` naming only the rejected ones."""
         failures = self._write(items)
@@ -196,14 +211,14 @@ class PostgresWorker:
                 if remaining <= 0:
                     raise DatabaseUnavailable(
                         f"gave up writing {len(pending)} row(s) to {mask_url(self._url)} "
-                        f"after {self._retry_seconds:g}s of retries: {_first_line(exc)}"
+                        f"after {self._retry_seconds:g}s of retries: {first_line(exc)}"
                     ) from exc
                 self.counters["db_retries"] += 1
                 # Jittered exponential backoff, so many writer threads do not retry in step.
                 delay = min(remaining, random.uniform(0.5, 1.0) * min(2.0, 0.05 * 2**attempt))
                 log.warning(
                     "database write failed (attempt %d), retrying in %.2fs: %s",
-                    attempt, delay, _first_line(exc),
+                    attempt, delay, first_line(exc),
                 )
                 time.sleep(delay)
 
@@ -222,7 +237,7 @@ class PostgresWorker:
             except Exception as exc:
                 if _is_transient(exc) or not _is_rejection(exc):
                     raise
-                log.info("batch of %d rejected (%s); writing row by row", len(pending), _first_line(exc))
+                log.info("batch of %d rejected (%s); writing row by row", len(pending), first_line(exc))
             failures: list[tuple[Any, BaseException]] = []
             for row, item in pending:
                 try:
@@ -315,8 +330,3 @@ def _is_transient(exc: BaseException) -> bool:
 def _is_rejection(exc: BaseException) -> bool:
     """The database or driver refused a value (DataError, IntegrityError, a NUL in a string...)."""
     return isinstance(exc, (StatementError, ValueError, TypeError))
-
-
-def _first_line(exc: BaseException) -> str:
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    return lines[0] if lines else type(exc).__name__

@@ -7,7 +7,7 @@ from collections import Counter
 
 import pytest
 
-from engine import PipelineConfig, PipelineExecutor, QueueConfig, StageConfig
+from engine import PipelineConfig, PipelineExecutor, QueueConfig, StageConfig, StageSetupError
 from engine.dead_letter import read_dead_letters
 from engine.report import EXIT_INTERRUPTED, EXIT_OK, EXIT_STAGE_DIED
 from engine.stage import DONE, PILL
@@ -325,3 +325,17 @@ def _interrupt_when(executor, condition, times: int = 1) -> None:
             executor.interrupt()
 
     threading.Thread(target=watch, daemon=True).start()
+
+
+def test_a_stage_that_refuses_to_prepare_stops_the_run_before_it_starts(make_executor, key):
+    executor = make_executor({
+        "queues": [{"name": "numbers"}],
+        "workers": [
+            stage("Source", "Range", input_values=[[0, 10]], output_queues="numbers"),
+            stage("Sink", "Unreachable", input_queue="numbers", params={"key": key}),
+        ],
+    })
+    with pytest.raises(StageSetupError) as caught:
+        executor.run()
+    assert str(caught.value) == "stage Sink cannot start: cannot reach db.example: connection refused"
+    assert workers.events(key)["prepared"] == 1 and workers.events(key)["init"] == 0

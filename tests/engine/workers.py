@@ -239,3 +239,18 @@ class Gate:
             time.sleep(self.linger)
             self.opened = True
         return [item]
+
+
+class Unreachable:
+    """Its stage cannot start: prepare_stage says why."""
+
+    @classmethod
+    def prepare_stage(cls, params: dict[str, Any]) -> None:
+        _event(params["key"], "prepared")
+        raise ConnectionError("cannot reach db.example:\n connection refused")
+
+    def __init__(self, key: str) -> None:  # pragma: no cover - never built
+        _event(key, "init")
+
+    def process(self, item: Any) -> None:  # pragma: no cover
+        return None

@@ -72,7 +72,7 @@ def test_bad_postgres_port_is_a_clear_error() -> None:
 
 
 def test_resolution_logs_the_url_with_the_password_masked(caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.INFO, logger="workers.database")
+    caplog.set_level(logging.DEBUG, logger="workers.database")
     resolve_database_url({"POSTGRES_HOST": "db", "POSTGRES_PASSWORD": "s3cret"})
     assert "postgres:***@db" in caplog.text
     assert "s3cret" not in caplog.text

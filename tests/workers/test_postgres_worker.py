@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sqlalchemy import create_engine, event, text
+from sqlalchemy import create_engine, event, inspect, text
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import DataError, IntegrityError
 from sqlalchemy.pool import NullPool
@@ -286,3 +286,19 @@ def test_outage_through_process_fails_every_buffered_item(tmp_path: Path) -> Non
 def test_unsupported_database_is_refused() -> None:
     with pytest.raises(ValueError, match="PostgreSQL and SQLite"):
         PostgresWorker("mysql+pymysql://u@h/db")
+
+
+def test_prepare_stage_refuses_an_unreachable_database_with_one_line() -> None:
+    # Port 1 on loopback: nothing listens, the connection is refused at once.
+    url = "postgresql://writer:s3cret@127.0.0.1:1/crypto"
+    with pytest.raises(DatabaseUnavailable) as caught:
+        PostgresWorker.prepare_stage({"database_url": url})
+    message = str(caught.value)
+    assert message.startswith("cannot reach postgresql+psycopg2://writer:***@127.0.0.1:1/crypto: ")
+    assert "\n" not in message and "s3cret" not in message
+
+
+def test_prepare_stage_creates_the_table(clean_prices: str) -> None:
+    PostgresWorker.prepare_stage({"database_url": clean_prices})
+    with create_engine(clean_prices).connect() as conn:
+        assert inspect(conn).has_table("prices")
