@@ -24,17 +24,21 @@ import requests
 from workers.http import HttpClient
 from workers.records import PriceRecord, PriceTask
 
-__all__ = ["DEFAULT_XPATH", "PriceDataError", "PriceServerClient", "PriceWorker"]
+__all__ = ["DEFAULT_DATE_XPATH", "DEFAULT_XPATH", "PriceDataError", "PriceServerClient", "PriceWorker"]
 
 log = logging.getLogger(__name__)
 
 DEFAULT_BASE_URL = "http://127.0.0.1:5000"
-# The quote page marks its live price with this element; ``$symbol`` is bound
-# to the upper-case symbol so a sidebar quoting other coins cannot match.
-DEFAULT_XPATH = '//fin-streamer[@data-field="regularMarketPrice"][@data-symbol=$symbol]'
+# The quote page marks its live price with this element; ``$symbol`` is bound to
+# the upper-case symbol so the header quoting other coins cannot match.  Its
+# ``value`` attribute is exact where the visible text is rounded to 2 decimals.
+DEFAULT_XPATH = '//fin-streamer[@data-symbol=$symbol][@data-field="regularMarketPrice"]/@value'
+# Where the quote page says which day its price is for ("As of 2020-04-30 23:59 UTC").
+DEFAULT_DATE_XPATH = '//*[@id="quote-market-notice"]'
 MODES = ("api", "quote_page")
 _PRICE_FIELDS = ("open", "high", "low", "close", "volume")
 _DAY_RE = re.compile(r"\d{4}-\d{2}-\d{2}")
+_DAY_IN_TEXT_RE = re.compile(r"\b(\d{4}-\d{2}-\d{2})\b")
 
 Day = dt.date | Literal["latest"]
 
@@ -163,13 +167,16 @@ class PriceWorker:
     - ``xpath``: where the price is on the quote page; ``$symbol`` is bound to the
       upper-case symbol.  It may select an element (its visible text is used), a
       string (an attribute or ``text()``) or a number.  Thousands separators are removed.
+      The default reads the exact ``value`` attribute of the symbol's ``fin-streamer``.
+    - ``date_xpath``: where the quote page says its day; the first ``YYYY-MM-DD`` in that
+      text is the record's ``price_date``.  Without one (or with ``None``), today's UTC date.
     - ``http``: keyword arguments for :class:`workers.http.HttpClient` (timeouts, retries...).
 
     Items:
 
     - a symbol string: in ``api`` mode one record per configured exchange, for ``date``;
-      in ``quote_page`` mode one record with exchange ``"quote"``, today's UTC date,
-      and only ``close`` known.
+      in ``quote_page`` mode one record with exchange ``"quote"``, the page's day
+      (see ``date_xpath``), and only ``close`` known.
     - a task, :class:`PriceTask` or a dict with ``symbol``, ``exchange``, ``date``
       (``date`` may be ``"latest"``): one record.  Only in ``api`` mode.
 
@@ -193,6 +200,7 @@ class PriceWorker:
         date: str | dt.date = "latest",
         mode: str = "api",
         xpath: str = DEFAULT_XPATH,
+        date_xpath: str | None = DEFAULT_DATE_XPATH,
         http: Mapping[str, Any] | None = None,
     ) -> None:
         if mode not in MODES:
@@ -200,10 +208,8 @@ class PriceWorker:
         self._mode = mode
         self._exchanges = parse_exchanges(exchanges)
         self._date = parse_day(date, "date")
-        try:
-            self._xpath = lxml.etree.XPath(xpath)
-        except (lxml.etree.XPathSyntaxError, TypeError) as exc:
-            raise ValueError(f"bad xpath {xpath!r}: {exc}") from exc
+        self._xpath = _compile_xpath(xpath, "xpath")
+        self._date_xpath = None if date_xpath is None else _compile_xpath(date_xpath, "date_xpath")
         self._server = PriceServerClient(base_url, http)
         self.counters: Counter[str] = Counter()
 
@@ -269,25 +275,41 @@ class PriceWorker:
         )
 
     def _fetch_quote(self, symbol: str) -> PriceRecord:
-        url = self._server.url("quote", symbol.lower())
+        symbol = symbol.upper()  # as finance sites spell their quote URLs
+        url = self._server.url("quote", symbol)
         response = self._server.http.get(url)
         try:
             document = lxml.html.fromstring(response.content)
         except (lxml.etree.ParserError, ValueError) as exc:
             raise PriceDataError(f"unreadable HTML from {url}: {exc}") from exc
-        found = self._xpath(document, symbol=symbol.upper())
-        close = _page_number(found, self._xpath.path, url)
+        close = _page_number(self._xpath(document, symbol=symbol), self._xpath.path, url)
+        now = dt.datetime.now(dt.timezone.utc)
         return PriceRecord(
-            symbol=symbol.upper(),
+            symbol=symbol,
             exchange="quote",
-            price_date=dt.datetime.now(dt.timezone.utc).date(),
+            price_date=self._page_day(document, symbol) or now.date(),
             open=None,
             high=None,
             low=None,
             close=close,
             volume=None,
-            extracted_time=dt.datetime.now(dt.timezone.utc),
+            extracted_time=now,
         )
+
+    def _page_day(self, document: lxml.html.HtmlElement, symbol: str) -> dt.date | None:
+        """The first valid ``YYYY-MM-DD`` in the ``date_xpath`` text, if any."""
+        if self._date_xpath is None:
+            return None
+        found = self._date_xpath(document, symbol=symbol)
+        texts = found if isinstance(found, list) else [found]
+        for text in texts:
+            text = "".join(text.itertext()) if isinstance(text, lxml.etree._Element) else str(text)
+            for day in _DAY_IN_TEXT_RE.findall(text):
+                try:
+                    return dt.date.fromisoformat(day)
+                except ValueError:
+                    continue
+        return None
 
 
 def _to_task(item: Any) -> PriceTask:
@@ -305,6 +327,13 @@ def _to_task(item: Any) -> PriceTask:
     if not isinstance(task.exchange, str) or not task.exchange.strip():
         raise ValueError(f"task has no exchange: {item!r}")
     return PriceTask(clean_symbol(task.symbol), task.exchange.strip(), task.date)
+
+
+def _compile_xpath(expression: str, name: str) -> lxml.etree.XPath:
+    try:
+        return lxml.etree.XPath(expression)
+    except (lxml.etree.XPathSyntaxError, TypeError) as exc:
+        raise ValueError(f"bad {name} {expression!r}: {exc}") from exc
 
 
 def _json_number(value: Any, field: str, url: str) -> float:

@@ -22,6 +22,7 @@ QUOTE_HTML = """<html><body>
 <h1>Bitcoin</h1>
 <fin-streamer data-symbol="BTC" data-field="regularMarketPrice" value="7247.5">7,247.50</fin-streamer>
 <span class="alt-price">12,345,678.9</span>
+<div id="quote-market-notice"><span>As of 2020-04-30 23:59 UTC. Market open.</span></div>
 </body></html>"""
 
 
@@ -104,6 +105,7 @@ def price_json(**overrides: Any) -> bytes:
         ({"exchanges": "binance"}, "exchanges must be 'all' or a list"),
         ({"exchanges": ["binance", ""]}, "non-empty strings"),
         ({"xpath": "//fin-streamer["}, "bad xpath"),
+        ({"date_xpath": "//*[@id="}, "bad date_xpath"),
         ({"http": {"retry": 3}}, "bad http parameters"),
     ],
 )
@@ -221,14 +223,15 @@ def test_quote_page_mode_rejects_tasks(make_worker: Any, stub: SimpleNamespace) 
 @pytest.mark.parametrize(
     ("xpath", "expected"),
     [
-        (None, 7247.5),  # default: the element for this symbol, not the sidebar's
+        (None, 7247.5),  # default: the value of this symbol's element, not the sidebar's
+        ('//fin-streamer[@data-symbol=$symbol][@data-field="regularMarketPrice"]', 7247.5),  # "7,247.50"
         ('//span[@class="alt-price"]', 12345678.9),
         ('//fin-streamer[@data-symbol=$symbol]/@value', 7247.5),
         ('number(//fin-streamer[@data-symbol="ETH"]/@value)', 130.1),
     ],
 )
 def test_quote_page_xpaths(make_worker: Any, stub: SimpleNamespace, xpath: str | None, expected: float) -> None:
-    stub.routes["/quote/btc"] = (200, QUOTE_HTML.encode(), {"Content-Type": "text/html"})
+    stub.routes["/quote/BTC"] = (200, QUOTE_HTML.encode(), {"Content-Type": "text/html"})
     worker = make_worker(stub.url, mode="quote_page", **({"xpath": xpath} if xpath else {}))
 
     records, error = run(worker, "btc")
@@ -237,6 +240,32 @@ def test_quote_page_xpaths(make_worker: Any, stub: SimpleNamespace, xpath: str |
     [record] = records
     assert (record.symbol, record.exchange, record.close) == ("BTC", "quote", expected)
     assert record.open is record.high is record.low is record.volume is None
+    assert record.price_date == dt.date(2020, 4, 30)  # "As of 2020-04-30 23:59 UTC"
+    assert record.extracted_time.tzinfo is not None
+
+
+@pytest.mark.parametrize(
+    ("notice", "date_xpath"),
+    [
+        ("As of 2020-02-30 23:59 UTC.", None),  # not a day: ignored
+        ("As of 4:00PM EDT. Market open.", None),
+        ("", None),
+        ("As of 2020-04-30 23:59 UTC.", ""),  # "" here means date_xpath=None: do not look
+    ],
+)
+def test_quote_page_without_a_day_is_for_today(
+    make_worker: Any, stub: SimpleNamespace, notice: str, date_xpath: str | None
+) -> None:
+    html = QUOTE_HTML.replace("As of 2020-04-30 23:59 UTC. Market open.", notice)
+    stub.routes["/quote/BTC"] = (200, html.encode(), {"Content-Type": "text/html"})
+    worker = make_worker(stub.url, mode="quote_page", **({"date_xpath": None} if date_xpath == "" else {}))
+
+    before = dt.datetime.now(dt.timezone.utc).date()
+    records, error = run(worker, "btc")
+    after = dt.datetime.now(dt.timezone.utc).date()
+
+    assert error is None
+    assert records[0].price_date in (before, after)  # (midnight may pass in between)
 
 
 @pytest.mark.parametrize(
@@ -252,7 +281,7 @@ def test_quote_page_xpaths(make_worker: Any, stub: SimpleNamespace, xpath: str |
 def test_quote_page_problems_fail_with_reason_and_url(
     make_worker: Any, stub: SimpleNamespace, xpath: str | None, body: str, reason: str
 ) -> None:
-    stub.routes["/quote/btc"] = (200, body.encode(), {"Content-Type": "text/html"})
+    stub.routes["/quote/BTC"] = (200, body.encode(), {"Content-Type": "text/html"})
     worker = make_worker(stub.url, mode="quote_page", **({"xpath": xpath} if xpath else {}))
 
     records, error = run(worker, "BTC")
@@ -260,4 +289,4 @@ def test_quote_page_problems_fail_with_reason_and_url(
     assert records == []
     assert isinstance(error, PriceDataError)
     assert reason in str(error)
-    assert f"{stub.url}/quote/btc" in str(error)
+    assert f"{stub.url}/quote/BTC" in str(error)
