@@ -35,9 +35,10 @@ class PipelineExecutor:
     also stops every stage but the sinks, which store what is already queued
     for them.
 
+    Each run gets a directory of its own under ``run_dir`` (default ``runs/``),
+    named by time and pipeline, created when something is written there.
     Items that fail go to the dead-letter file: ``dead_letter`` if given, else
-    the pipeline's ``dead_letter``, else ``failed_items.jsonl`` in a new
-    directory under ``run_dir`` (default ``runs/``).
+    the pipeline's ``dead_letter``, else ``failed_items.jsonl`` in the run directory.
     """
 
     def __init__(
@@ -52,9 +53,8 @@ class PipelineExecutor:
         config.check()
         self.config = config
         self.strict = strict
-        self.dead_letter_path = Path(
-            dead_letter or config.dead_letter or _new_run_dir(run_dir, config.name) / DEAD_LETTER_NAME
-        )
+        self.run_path = _new_run_dir(run_dir, config.name)
+        self.dead_letter_path = Path(dead_letter or config.dead_letter or self.run_path / DEAD_LETTER_NAME)
         self._on_status = on_status or log_statuses
         self._interrupts = 0
         self._lock = threading.Lock()  # run() and interrupt() may come from different threads

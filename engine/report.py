@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 EXIT_OK = 0
 EXIT_STAGE_DIED = 1
@@ -75,3 +76,9 @@ class RunReport:
     @property
     def lost(self) -> int:
         return sum(s.lost for s in self.stages)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-ready data, as written to ``report.json``."""
+        data = asdict(self)
+        data["dead_letter_path"] = str(self.dead_letter_path)
+        return data

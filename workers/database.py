@@ -16,6 +16,7 @@ import logging
 import os
 import shlex
 import threading
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -113,8 +114,7 @@ class EmbeddedPostgres:
         with self._lock:
             if not self._running:
                 return
-            import pgserver
-
+            pgserver = _import_pgserver()
             pgserver.pg_ctl(
                 ["-w", "-m", "fast", "stop"], pgdata=self.pgdata, user=self._server.system_user
             )
@@ -122,7 +122,7 @@ class EmbeddedPostgres:
             log.info("embedded PostgreSQL stopped, data in %s", self.pgdata)
 
     def _start_locked(self) -> None:
-        import pgserver  # imported here: it touches runtime directories at import time
+        pgserver = _import_pgserver()
 
         if self._server is None:
             self.pgdata.parent.mkdir(parents=True, exist_ok=True)
@@ -231,10 +231,9 @@ def _psql_command(url: URL) -> str:
 def _psql_path() -> Path | str:
     """The psql shipped inside pgserver, else plain ``psql`` from PATH."""
     try:
-        from pgserver._commands import POSTGRES_BIN_PATH
+        psql = _import_pgserver()._commands.POSTGRES_BIN_PATH / "psql"
     except ImportError:
         return "psql"
-    psql = POSTGRES_BIN_PATH / "psql"
     return psql if psql.exists() else "psql"
 
 
@@ -251,6 +250,16 @@ def _prices_summary(url: str) -> str:
         raise DatabaseUnavailable(f"cannot reach {mask_url(url)}: {first_line(exc)}") from exc
     finally:
         engine.dispose()
+
+
+def _import_pgserver() -> Any:
+    """pgserver, imported on first use: at import it touches runtime directories."""
+    with warnings.catch_warnings():
+        # Without XDG_RUNTIME_DIR, platformdirs warns (harmlessly) to the user's terminal.
+        warnings.simplefilter("ignore")
+        import pgserver
+        import pgserver._commands
+    return pgserver
 
 
 def first_line(exc: BaseException) -> str:

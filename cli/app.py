@@ -1,0 +1,165 @@
+"""``python main.py``: run a pipeline file, show it live, summarise, exit with a meaningful code."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+from types import FrameType
+
+from dotenv import load_dotenv
+from rich.console import Console
+from rich.logging import RichHandler
+
+from cli.display import LiveView, render_summary
+from cli.price_server import PriceServerError, ensure_price_server
+from engine import PipelineConfigError, StageSetupError
+from engine.report import EXIT_CONFIG, EXIT_INTERRUPTED, EXIT_STAGE_DIED
+from yaml_reader import YamlPipelineExecutor
+
+log = logging.getLogger("main")
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+_EPILOG = """\
+environment (read from .env.local at the repository root; variables already set win):
+  PIPELINE_LOCATION   pipeline file to run when --pipeline is not given
+  PRICE_SERVER_URL    the price server; a local address where nothing listens
+                      gets the bundled crypto_server started automatically
+  DATABASE_URL        any SQLAlchemy URL to write to (postgresql://..., sqlite:///...)
+  POSTGRES_HOST, POSTGRES_PORT, POSTGRES_USER, POSTGRES_PASSWORD, POSTGRES_DB
+                      an external PostgreSQL, used when DATABASE_URL is not set
+  (neither set: an embedded PostgreSQL with its data in .pgdata/)
+
+exit codes:
+  0    done (items that failed are listed in the dead-letter file)
+  1    a stage died, or items failed with --strict
+  2    the run could not start: bad pipeline file, unreachable database, port in use
+  130  interrupted (Ctrl+C or SIGTERM: once stops the sources and lets queued items
+       finish, twice stops fast but still stores what was fetched, three times exits now)
+"""
+
+
+def main(argv: list[str] | None = None) -> int:
+    load_dotenv(REPO_ROOT / ".env.local", override=False)
+    args = _parse_args(argv)
+    console = Console(stderr=True)
+    live = args.progress and console.is_terminal
+    _configure_logging(args.log_level, console if live else None)
+    try:
+        if args.show_db:
+            return _show_db()
+        return _run(args, console, live)
+    except KeyboardInterrupt:  # before the pipeline started, or while it shut down
+        print("interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except Exception as exc:  # a bug, not something the user did: one line, details at debug level
+        log.debug("unexpected error", exc_info=True)
+        print(f"error: {type(exc).__name__}: {exc} (run with --log-level DEBUG for details)", file=sys.stderr)
+        return EXIT_STAGE_DIED
+
+
+def _parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python main.py",
+        description="Run a threaded scraping pipeline described in a YAML file.",
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--pipeline", metavar="PATH", help="pipeline file (default: $PIPELINE_LOCATION)")
+    parser.add_argument("--log-level", default="INFO", type=str.upper,
+                        choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="log detail (default INFO)")
+    parser.add_argument("--no-progress", dest="progress", action="store_false",
+                        help="plain log lines every monitor_interval instead of the live table")
+    parser.add_argument("--strict", action="store_true", help="exit 1 if any item failed")
+    parser.add_argument("--run-dir", default="runs", metavar="DIR",
+                        help="where each run's directory (with failed_items.jsonl) goes (default: runs/)")
+    parser.add_argument("--show-db", action="store_true",
+                        help="say where the database is, how to open it with psql, and how many rows it holds")
+    return parser.parse_args(argv)
+
+
+def _configure_logging(level: str, console: Console | None) -> None:
+    if console is not None:
+        # Log lines go above the live table instead of tearing it.
+        handler: logging.Handler = RichHandler(console=console, show_path=False, rich_tracebacks=False)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+    else:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S"))
+    logging.basicConfig(level=level, handlers=[handler], force=True)
+    for noisy in ("urllib3", "werkzeug", "pgserver"):
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLevelName(level)))
+
+
+def _pipeline_path(option: str | None) -> Path:
+    value = option or os.environ.get("PIPELINE_LOCATION")
+    if not value:
+        raise PipelineConfigError("no pipeline given: pass --pipeline PATH or set PIPELINE_LOCATION in .env.local")
+    path = Path(value)
+    # .env.local names paths from the repository root; let that work from any directory.
+    if not path.is_absolute() and not path.exists() and (REPO_ROOT / path).exists():
+        path = REPO_ROOT / path
+    return path
+
+
+def _run(args: argparse.Namespace, console: Console, live: bool) -> int:
+    try:
+        path = _pipeline_path(args.pipeline)
+        view = LiveView(console, path.stem) if live else None
+        options = {"on_status": view.update} if view else {}
+        executor = YamlPipelineExecutor(path, run_dir=args.run_dir, strict=args.strict, **options)
+        uses_price_server = "PRICE_SERVER_URL" in path.read_text(encoding="utf-8")
+        server = ensure_price_server(os.environ.get("PRICE_SERVER_URL")) if uses_price_server else None
+    except (PipelineConfigError, PriceServerError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+
+    previous = _handle_interrupts(executor)
+    try:
+        if view is not None:
+            with view:
+                report = executor.run()
+        else:
+            report = executor.run()
+    except StageSetupError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        if server is not None:
+            server.stop()
+    executor.run_path.mkdir(parents=True, exist_ok=True)
+    (executor.run_path / "report.json").write_text(json.dumps(report.to_dict(), indent=2) + "\n")
+    Console().print(render_summary(report, path.stem))
+    return report.exit_code
+
+
+def _handle_interrupts(executor: YamlPipelineExecutor) -> dict[int, object]:
+    """SIGINT and SIGTERM interrupt the run: gently, then fast, then at once."""
+
+    def interrupt(signum: int, frame: FrameType | None) -> None:
+        if executor.interrupt() >= 3:
+            os._exit(EXIT_INTERRUPTED)  # the user insists; writers have had two chances to flush
+
+    previous = {}
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        previous[signum] = signal.signal(signum, interrupt)
+    return previous
+
+
+def _show_db() -> int:
+    from workers.database import DatabaseUnavailable, describe_database, resolve_database_url
+
+    try:
+        for line in describe_database(resolve_database_url()):
+            print(line)
+    except DatabaseUnavailable as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    return 0
