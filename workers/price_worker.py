@@ -24,7 +24,14 @@ import requests
 from workers.http import HttpClient
 from workers.records import PriceRecord, PriceTask
 
-__all__ = ["DEFAULT_DATE_XPATH", "DEFAULT_XPATH", "PriceDataError", "PriceServerClient", "PriceWorker"]
+__all__ = [
+    "DEFAULT_DATE_XPATH",
+    "DEFAULT_XPATH",
+    "ExchangesFailed",
+    "PriceDataError",
+    "PriceServerClient",
+    "PriceWorker",
+]
 
 log = logging.getLogger(__name__)
 
@@ -139,6 +146,16 @@ class PriceServerClient:
                 raise PriceDataError(f"no usable 'last' day from {url}: {data!r:.200}") from exc
         return self._latest  # type: ignore[return-value]
 
+    def check(self, exchanges: list[str] | Literal["all"]) -> None:
+        """Raise one clear sentence unless the server answers and knows every named exchange."""
+        try:
+            known = self.exchanges()
+        except (requests.RequestException, PriceDataError) as exc:
+            raise RuntimeError(f"the price server at {self.base_url} cannot be used: {exc}") from exc
+        unknown = [] if exchanges == "all" else [name for name in exchanges if name not in known]
+        if unknown:
+            raise ValueError(f"unknown exchange(s) {', '.join(unknown)}; the server has {', '.join(known)}")
+
     def resolve(self, day: Day) -> dt.date:
         """``day`` itself, or the newest day when it is ``"latest"``."""
         return self.latest_day() if day == "latest" else day  # type: ignore[return-value]
@@ -213,6 +230,17 @@ class PriceWorker:
         self._server = PriceServerClient(base_url, http)
         self.counters: Counter[str] = Counter()
 
+    @classmethod
+    def prepare_stage(cls, params: Mapping[str, Any]) -> None:
+        """Before the run: check the parameters and, in ``api`` mode, that the server
+        answers and knows the configured exchanges (else every item would fail)."""
+        worker = cls(**params)
+        try:
+            if worker._mode == "api":
+                worker._server.check(worker._exchanges)
+        finally:
+            worker.close()
+
     def process(self, item: str | PriceTask | Mapping[str, Any]) -> Iterator[PriceRecord]:
         """Yield the records of one item; raise when (part of) it failed, see the class docstring."""
         if isinstance(item, str):
@@ -282,12 +310,12 @@ class PriceWorker:
             document = lxml.html.fromstring(response.content)
         except (lxml.etree.ParserError, ValueError) as exc:
             raise PriceDataError(f"unreadable HTML from {url}: {exc}") from exc
-        close = _page_number(self._xpath(document, symbol=symbol), self._xpath.path, url)
+        close = _page_number(_evaluate(self._xpath, document, symbol, url), self._xpath.path, url)
         now = dt.datetime.now(dt.timezone.utc)
         return PriceRecord(
             symbol=symbol,
             exchange="quote",
-            price_date=self._page_day(document, symbol) or now.date(),
+            price_date=self._page_day(document, symbol, url) or now.date(),
             open=None,
             high=None,
             low=None,
@@ -296,11 +324,11 @@ class PriceWorker:
             extracted_time=now,
         )
 
-    def _page_day(self, document: lxml.html.HtmlElement, symbol: str) -> dt.date | None:
+    def _page_day(self, document: lxml.html.HtmlElement, symbol: str, url: str) -> dt.date | None:
         """The first valid ``YYYY-MM-DD`` in the ``date_xpath`` text, if any."""
         if self._date_xpath is None:
             return None
-        found = self._date_xpath(document, symbol=symbol)
+        found = _evaluate(self._date_xpath, document, symbol, url)
         texts = found if isinstance(found, list) else [found]
         for text in texts:
             text = "".join(text.itertext()) if isinstance(text, lxml.etree._Element) else str(text)
@@ -334,6 +362,13 @@ def _compile_xpath(expression: str, name: str) -> lxml.etree.XPath:
         return lxml.etree.XPath(expression)
     except (lxml.etree.XPathSyntaxError, TypeError) as exc:
         raise ValueError(f"bad {name} {expression!r}: {exc}") from exc
+
+
+def _evaluate(xpath: lxml.etree.XPath, document: lxml.html.HtmlElement, symbol: str, url: str) -> Any:
+    try:
+        return xpath(document, symbol=symbol)
+    except lxml.etree.XPathEvalError as exc:  # e.g. an unknown function or $variable
+        raise PriceDataError(f"cannot evaluate {xpath.path} on {url}: {exc}") from exc
 
 
 def _json_number(value: Any, field: str, url: str) -> float:

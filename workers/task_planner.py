@@ -59,13 +59,22 @@ class TaskPlanner:
         self._server = PriceServerClient(base_url, http)
         self.counters: Counter[str] = Counter()
 
+    @classmethod
+    def prepare_stage(cls, params: Mapping[str, Any]) -> None:
+        """Before the run: check the parameters, that the server answers and knows the
+        exchanges, and that ``end: latest`` is not before ``start``."""
+        planner = cls(**params)
+        try:
+            planner._server.check(planner._exchanges)
+            planner._last_day()
+        finally:
+            planner.close()
+
     def process(self, item: str) -> Iterator[PriceTask]:
         """Yield the tasks of one symbol (see the class docstring for the order)."""
         symbol = clean_symbol(item)
         exchanges = self._server.exchanges() if self._exchanges == "all" else self._exchanges
-        end = self._server.resolve(self._end)
-        if end < self._start:
-            raise ValueError(f"the server's latest day {end} is before start {self._start}")
+        end = self._last_day()
         # Date-major, exchanges innermost: consecutive tasks hit different
         # (exchange, symbol) keys, so the fetcher threads taking them at the same
         # time spread over the exchanges (and their rate limits) instead of all
@@ -77,6 +86,12 @@ class TaskPlanner:
                 self.counters["tasks"] += 1
                 yield PriceTask(symbol, exchange, day.isoformat())
             day += self._step
+
+    def _last_day(self) -> dt.date:
+        end = self._server.resolve(self._end)
+        if end < self._start:
+            raise ValueError(f"the server's latest day {end} is before start {self._start}")
+        return end
 
     def close(self) -> None:
         self._server.close()

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import json
+import re
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -276,6 +278,7 @@ def test_quote_page_without_a_day_is_for_today(
         ('number(//div[@id="nope"])', QUOTE_HTML, "non-numeric price"),
         (None, "", "unreadable HTML"),
         (None, QUOTE_HTML.replace('"BTC"', '"XBT"'), "no element matches"),
+        ("//fin-streamer[@data-symbol=$coin]", QUOTE_HTML, "cannot evaluate"),
     ],
 )
 def test_quote_page_problems_fail_with_reason_and_url(
@@ -290,3 +293,200 @@ def test_quote_page_problems_fail_with_reason_and_url(
     assert isinstance(error, PriceDataError)
     assert reason in str(error)
     assert f"{stub.url}/quote/BTC" in str(error)
+
+
+# --- against the crypto_server mock ----------------------------------------------------
+
+
+def expected_record(dataset: Any, exchange: str, symbol: str, day: dt.date) -> tuple | None:
+    price = dataset.price(exchange, symbol, day)
+    if price is None:
+        return None
+    return (symbol.upper(), exchange, day, *(float(price[f]) for f in ("open", "high", "low", "close", "volume")))
+
+
+def as_tuple(record: PriceRecord) -> tuple:
+    return (record.symbol, record.exchange, record.price_date, record.open, record.high, record.low,
+            record.close, record.volume)
+
+
+def sample_keys(dataset: Any, count: int, *, has_price: bool = True) -> list[tuple[str, str, dt.date]]:
+    """``count`` (exchange, symbol, day) spread over the dataset, with (or without) a price."""
+    keys = []
+    days = list(dataset.days)
+    for n, (symbol, exchange) in enumerate(itertools.product(dataset.symbols[::7], dataset.exchanges)):
+        for day in days[n % len(days)::17]:
+            if (dataset.price(exchange, symbol, day) is not None) == has_price:
+                keys.append((exchange, symbol, day))
+                break
+        if len(keys) == count:
+            return keys
+    raise AssertionError("the dataset has too few such keys")
+
+
+def test_api_tasks_equal_the_dataset(make_worker: Any, price_server: Any) -> None:
+    dataset = price_server.dataset
+    worker = make_worker(price_server.url)
+    keys = sample_keys(dataset, 12)
+
+    got = []
+    for n, (exchange, symbol, day) in enumerate(keys):
+        # Both task forms, and mixed-case symbols.
+        task = PriceTask(symbol.title(), exchange, day.isoformat()) if n % 2 else \
+            {"symbol": symbol, "exchange": exchange, "date": day.isoformat()}
+        records, error = run(worker, task)
+        assert error is None
+        got += records
+
+    assert [as_tuple(r) for r in got] == [expected_record(dataset, *key) for key in keys]
+    assert all(r.extracted_time.tzinfo is dt.timezone.utc for r in got)
+    assert worker.counters == {"prices": 12}
+
+
+def test_symbol_on_all_exchanges_for_the_latest_day(make_worker: Any, price_server: Any) -> None:
+    dataset = price_server.dataset
+    worker = make_worker(price_server.url, exchanges="all", date="latest")
+    last = dataset.days.last
+
+    got: list[PriceRecord] = []
+    for symbol in ("btc", "ETH", dataset.symbols[-1]):
+        records, error = run(worker, symbol)
+        assert error is None
+        got += records
+
+    expected = [
+        expected_record(dataset, e, s, last) for s in ("btc", "eth", dataset.symbols[-1]) for e in dataset.exchanges
+    ]
+    assert [as_tuple(r) for r in got] == [e for e in expected if e is not None]
+    assert worker.counters["prices"] == len(got)
+    assert worker.counters["no_data"] == expected.count(None)
+
+
+def test_a_day_without_price_is_no_data(make_worker: Any, price_server: Any) -> None:
+    [(exchange, symbol, day)] = sample_keys(price_server.dataset, 1, has_price=False)
+    worker = make_worker(price_server.url, exchanges=[exchange], date=day.isoformat())
+
+    records, error = run(worker, symbol)
+
+    assert (records, error) == ([], None)
+    assert worker.counters == {"no_data": 1}
+
+
+def test_unknown_symbol_or_exchange_fails_with_404(make_worker: Any, price_server: Any) -> None:
+    worker = make_worker(price_server.url, exchanges=["kraken", "nowhere"], date="2020-03-01")
+
+    records, error = run(worker, "notacoin")
+    assert records == []
+    assert isinstance(error, ExchangesFailed) and set(error.failures) == {"kraken", "nowhere"}
+    assert "404" in str(error) and "/price/kraken/notacoin/2020-03-01" in str(error)
+
+    records, error = run(worker, "btc")  # kraken answers; the unknown exchange fails the item
+    assert [r.exchange for r in records] == ["kraken"]
+    assert isinstance(error, ExchangesFailed) and set(error.failures) == {"nowhere"}
+    assert "nowhere: 404" in str(error)
+
+
+def test_quote_page_prices(make_worker: Any, price_server: Any) -> None:
+    dataset = price_server.dataset
+    exact = make_worker(price_server.url, mode="quote_page")
+    # The visible text, "6,245.73": thousands separators and 2 (or 6, below 1) decimals.
+    shown = make_worker(
+        price_server.url, mode="quote_page",
+        xpath='//fin-streamer[@data-symbol=$symbol][@data-field="regularMarketPrice"]',
+    )
+    symbols = [s for s in dataset.symbols if dataset.quote(s)["price"] >= 1000][:3] + dataset.symbols[:3]
+    assert any(dataset.quote(s)["price"] >= 1000 for s in symbols)  # the separators are exercised
+
+    for symbol in symbols:
+        quote = dataset.quote(symbol)
+        [record], error = run(exact, symbol)
+        assert error is None
+        assert (record.symbol, record.exchange, record.close) == (symbol.upper(), "quote", quote["price"])
+        assert record.price_date == dt.date.fromisoformat(quote["day"])
+        [record], error = run(shown, symbol)
+        assert error is None
+        assert record.close == pytest.approx(quote["price"], abs=0.005 if quote["price"] >= 1 else 5e-7)
+
+
+def test_quote_page_unknown_symbol_fails_with_404(make_worker: Any, price_server: Any) -> None:
+    records, error = run(make_worker(price_server.url, mode="quote_page"), "notacoin")
+
+    assert records == [] and error is not None and "404" in str(error)
+
+
+# --- faults: retries, rate limits ------------------------------------------------------
+
+FAST_RETRY = {"retries": 12, "backoff": 0.01, "backoff_max": 0.05, "connect_timeout": 2, "read_timeout": 5}
+
+
+def test_injected_errors_are_retried(make_worker: Any, start_price_server: Any) -> None:
+    server = start_price_server(error_rate=0.3, seed=3)
+    dataset = server.dataset
+    worker = make_worker(server.url, exchanges="all", date="2020-02-14", http=FAST_RETRY)
+
+    got: list[PriceRecord] = []
+    for symbol in dataset.symbols[:6]:
+        records, error = run(worker, symbol)
+        assert error is None
+        got += records
+
+    assert server.stats.errors_injected > 0  # the retry path was taken
+    expected = [expected_record(dataset, e, s, dt.date(2020, 2, 14)) for s in dataset.symbols[:6] for e in dataset.exchanges]
+    assert [as_tuple(r) for r in got] == [e for e in expected if e is not None]
+
+
+def test_rate_limited_requests_are_retried_after_waiting(make_worker: Any, start_price_server: Any) -> None:
+    # 3 threads, one worker object each as in the engine, against 10 requests per second server-wide.
+    server = start_price_server(rate_limit=10)
+    dataset = server.dataset
+    keys = sample_keys(dataset, 24)
+    workers = [make_worker(server.url, http={**FAST_RETRY, "max_retry_after": 1}) for _ in range(3)]
+    results: list[list[tuple]] = [[] for _ in workers]
+    errors: list[Exception] = []
+
+    def fetch(n: int) -> None:
+        for exchange, symbol, day in keys[n::3]:
+            records, error = run(workers[n], PriceTask(symbol, exchange, day.isoformat()))
+            results[n] += [as_tuple(r) for r in records]
+            errors.extend([error] if error else [])
+
+    threads = [threading.Thread(target=fetch, args=(n,)) for n in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert server.stats.rate_limited > 0
+    assert errors == []
+    assert sorted(sum(results, [])) == sorted(expected_record(dataset, *key) for key in keys)
+
+
+def test_without_retries_a_server_error_fails_the_item_with_its_status(
+    make_worker: Any, start_price_server: Any
+) -> None:
+    server = start_price_server(error_rate=1.0, seed=1)
+    worker = make_worker(server.url, exchanges=["kraken"], date="2020-03-01", http={"retries": 0})
+
+    records, error = run(worker, "btc")
+    assert records == [] and error is not None
+    assert re.search(r"kraken: 50[03] Server Error", str(error)), error
+
+    server.set_faults(error_rate=0.0)  # the same worker object recovers once the server does
+    records, error = run(worker, "btc")
+    assert error is None and len(records) == 1
+    assert server.stats.requests == 2
+
+
+# --- prepare_stage ---------------------------------------------------------------------
+
+
+def test_prepare_stage_checks_the_server_and_exchanges(price_server: Any, stub: SimpleNamespace) -> None:
+    PriceWorker.prepare_stage({"base_url": price_server.url, "exchanges": ["kraken", "bitstamp"]})
+    PriceWorker.prepare_stage({"base_url": stub.url, "mode": "quote_page"})  # no JSON API there: not asked
+
+    with pytest.raises(ValueError, match="unknown exchange.*binance; the server has bitfinex"):
+        PriceWorker.prepare_stage({"base_url": price_server.url, "exchanges": ["kraken", "binance"]})
+    with pytest.raises(RuntimeError, match=f"price server at {stub.url} cannot be used: 404"):
+        PriceWorker.prepare_stage({"base_url": stub.url, "http": NO_RETRY})
+    with pytest.raises(ValueError, match="unknown mode"):
+        PriceWorker.prepare_stage({"base_url": price_server.url, "mode": "web"})
