@@ -85,6 +85,7 @@ class Monitor(threading.Thread):
                     rate=(items_in - self._last_counts[stage.name]) / elapsed,
                     expected=_expected(stage),
                     state=stage.state,
+                    busy=stage.busy,
                 )
             )
             self._last_counts[stage.name] = items_in

@@ -27,11 +27,12 @@ class StageStatus:
     rate: float  # items taken per second since the previous status
     expected: int | None  # items the stage will take in all, once every producer is done
     state: str  # running, done, stopped or died
+    busy: int = 0  # items taken but not yet finished
 
     @property
     def done(self) -> int:
         """Items the stage has finished with, one way or another."""
-        return self.items_in + self.lost
+        return self.items_in - self.busy + self.lost
 
 
 @dataclass(frozen=True)

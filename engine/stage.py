@@ -133,6 +133,11 @@ class Stage:
         return sum(1 for s in self.slots if s.outcome == RUNNING)
 
     @property
+    def busy(self) -> int:
+        """Items in the hands of running threads (a snapshot, for display)."""
+        return sum(len(s.holding) for s in self.slots if s.outcome == RUNNING)
+
+    @property
     def items_in(self) -> int:
         return sum(s.items_in for s in self.slots)
 

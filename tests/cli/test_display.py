@@ -30,6 +30,11 @@ def test_live_table_shows_every_stage_and_an_overall_bar_once_the_total_is_known
     assert "overall" in text and "40/100" in text
 
 
+def test_items_in_the_hands_of_threads_are_not_counted_as_done():
+    text = _text(render_statuses("wiki", [_status("PriceWorker", 40, 100, busy=15)]))
+    assert "25/100" in text
+
+
 def test_live_table_has_no_overall_bar_while_the_total_is_unknown():
     text = _text(render_statuses("wiki", [_status("WikiWorker", 1, 1), _status("PriceWorker", 40, None)]))
     assert "overall" not in text
