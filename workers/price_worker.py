@@ -273,7 +273,8 @@ class PriceWorker:
                 record = self._fetch_price(symbol, exchange, day)
             except (requests.RequestException, PriceDataError) as exc:
                 # Keep going: one exchange being down must not lose the others' prices.
-                log.warning("%s on %s failed: %s", symbol, exchange, exc)
+                # (The engine logs the item's failure; logging each one here too would flood.)
+                log.debug("%s on %s failed: %s", symbol, exchange, exc)
                 failures[exchange] = exc
                 continue
             if record is not None:
