@@ -1,0 +1,195 @@
+"""Slow and faulty network on demand, and the request counters that show what happened.
+
+The fault layer is WSGI middleware in front of the Flask app, so it applies to every
+request the same way: rate limit first (429 at once, as real limiters answer), then
+latency (slept with no lock held), then an injected 500/503 or the real answer.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import random
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+# Looked up at call time so tests can replace the clock and the sleep of this module alone.
+_now: Callable[[], float] = time.monotonic
+_sleep: Callable[[float], None] = time.sleep
+
+
+@dataclass(frozen=True)
+class Faults:
+    """Fault injection settings; all zero/None means a fast, healthy server.
+
+    ``sleep`` seconds of latency on every request, plus up to ``jitter`` seconds more
+    (uniform); ``error_rate`` is the fraction of requests answered 500 or 503 (half
+    each); ``rate_limit`` admits at most that many requests in any one-second window,
+    server-wide, and answers the rest 429 with ``Retry-After`` (None: no limit).
+    """
+
+    sleep: float = 0.0
+    jitter: float = 0.0
+    error_rate: float = 0.0
+    rate_limit: int | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("sleep", "jitter"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+                raise ValueError(f"{name} must be a number of seconds >= 0, got {value!r}")
+        if not isinstance(self.error_rate, (int, float)) or not 0.0 <= self.error_rate <= 1.0:
+            raise ValueError(f"error_rate must be between 0 and 1, got {self.error_rate!r}")
+        if self.rate_limit is not None and (
+            isinstance(self.rate_limit, bool) or not isinstance(self.rate_limit, int) or self.rate_limit < 0
+        ):
+            raise ValueError(f"rate_limit must be an integer >= 0 or None, got {self.rate_limit!r}")
+
+
+class Stats:
+    """Request counters, safe to read from any thread; the lock is held only to update them.
+
+    ``requests`` counts every request received (including refused ones), ``in_flight``
+    those being handled now and ``peak_in_flight`` the most at once since the last
+    ``reset()``; ``errors_injected`` counts injected 500/503 answers and
+    ``rate_limited`` the 429 answers.
+    """
+
+    _FIELDS = ("requests", "in_flight", "peak_in_flight", "errors_injected", "rate_limited")
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._requests = 0
+        self._in_flight = 0
+        self._peak = 0
+        self._errors = 0
+        self._limited = 0
+
+    requests = property(lambda self: self._requests)
+    in_flight = property(lambda self: self._in_flight)
+    peak_in_flight = property(lambda self: self._peak)
+    errors_injected = property(lambda self: self._errors)
+    rate_limited = property(lambda self: self._limited)
+
+    def reset(self) -> None:
+        """Zero the counters; ``peak_in_flight`` restarts from the requests in flight now."""
+        with self._lock:
+            self._requests = self._errors = self._limited = 0
+            self._peak = self._in_flight
+
+    def snapshot(self) -> dict[str, int]:
+        """All counters at one instant."""
+        with self._lock:
+            return {name: getattr(self, name) for name in self._FIELDS}
+
+    def __repr__(self) -> str:
+        return f"Stats({', '.join(f'{k}={v}' for k, v in self.snapshot().items())})"
+
+    def _begin(self) -> None:
+        with self._lock:
+            self._requests += 1
+            self._in_flight += 1
+            if self._in_flight > self._peak:
+                self._peak = self._in_flight
+
+    def _end(self) -> None:
+        with self._lock:
+            self._in_flight -= 1
+
+    def _error(self) -> None:
+        with self._lock:
+            self._errors += 1
+
+    def _limit(self) -> None:
+        with self._lock:
+            self._limited += 1
+
+
+class _RateLimiter:
+    """At most ``limit`` admissions in any sliding one-second window."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._admitted: deque[float] = deque()
+
+    def admit(self, limit: int) -> int | None:
+        """None if admitted, else the whole seconds to wait before retrying (at least 1)."""
+        with self._lock:
+            now = _now()
+            window = self._admitted
+            while window and window[0] <= now - 1.0:
+                window.popleft()
+            if len(window) < limit:
+                window.append(now)
+                return None
+            wait = window[len(window) - limit] + 1.0 - now if limit else 1.0
+            return max(1, math.ceil(wait))
+
+
+_INJECTED = ((500, "Internal Server Error"), (503, "Service Unavailable"))
+
+
+class _FaultMiddleware:
+    """WSGI middleware that counts requests and applies the current :class:`Faults`."""
+
+    def __init__(self, app: Callable, faults: Faults, seed: int) -> None:
+        self._app = app
+        self.faults = faults  # replaced whole (never mutated), so readers need no lock
+        self.stats = Stats()
+        self._limiter = _RateLimiter()
+        self._rng = random.Random(seed)
+        self._rng_lock = threading.Lock()
+        self._set_lock = threading.Lock()
+
+    def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
+        faults = self.faults  # one consistent snapshot for this request
+        self.stats._begin()
+        try:
+            if faults.rate_limit is not None:
+                retry_after = self._limiter.admit(faults.rate_limit)
+                if retry_after is not None:
+                    self.stats._limit()
+                    return _answer(
+                        start_response, 429, "Too Many Requests", "rate limit exceeded", retry_after=retry_after
+                    )
+            delay, injected = self._draw(faults)
+            if delay > 0:
+                _sleep(delay)  # no lock held: slow requests overlap freely
+            if injected is not None:
+                self.stats._error()
+                return _answer(start_response, *injected, "simulated server fault")
+            return self._app(environ, start_response)
+        finally:
+            self.stats._end()
+
+    def _draw(self, faults: Faults) -> tuple[float, tuple[int, str] | None]:
+        """Latency and the injected error (if any) for one request."""
+        delay, injected = faults.sleep, None
+        if faults.jitter or faults.error_rate:
+            # Only draw what the settings use, so a seed gives the same sequence for them.
+            with self._rng_lock:
+                if faults.jitter:
+                    delay += self._rng.uniform(0.0, faults.jitter)
+                if faults.error_rate and self._rng.random() < faults.error_rate:
+                    injected = _INJECTED[self._rng.random() < 0.5]
+        return delay, injected
+
+    def set_faults(self, **changes: Any) -> Faults:
+        """Replace some settings while serving; requests already running keep the old ones."""
+        with self._set_lock:  # two callers must not lose each other's changes
+            self.faults = dataclasses.replace(self.faults, **changes)
+            return self.faults
+
+
+def _answer(start_response: Callable, code: int, reason: str, message: str, retry_after: int | None = None) -> list[bytes]:
+    body = json.dumps({"status": code, "error": reason, "message": message}).encode()
+    headers = [("Content-Type", "application/json"), ("Content-Length", str(len(body)))]
+    if retry_after is not None:
+        headers.append(("Retry-After", str(retry_after)))
+    start_response(f"{code} {reason}", headers)
+    return [body]
