@@ -1,0 +1,131 @@
+"""Engine overhead: items per second through no-op stages, engine versus a hand-written chain.
+
+Engine: a source stage yielding N small strings, then three stages of 4 threads
+whose worker returns ``[item]`` (see :mod:`bench.noop`), with the engine's
+default bounded queues. Hand-written chain: the same topology with plain
+``queue.Queue`` s of the same size and plain threads: a producer thread, then
+three stages of 4 threads doing ``put(get())``, one sentinel per thread (each
+thread that meets a sentinel passes one on and ends). Wall time covers starting
+the threads to the last one ending, for both. They alternate, ``repeats`` times
+each; the best time of each is reported (the least disturbed by other load).
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from dataclasses import dataclass
+
+from bench.common import ScenarioResult, at_least, stopwatch
+from bench.context import Context
+from bench.noop import noop_config, run_noop
+from engine.config import DEFAULT_MAXSIZE
+
+log = logging.getLogger(__name__)
+
+NAME = "engine_overhead"
+_SENTINEL = object()
+
+
+@dataclass(frozen=True)
+class Params:
+    items: int
+    stages: int
+    threads: int
+    repeats: int
+    goal: float = 1.0  # engine items/s over hand-written items/s
+
+
+FULL = Params(items=200_000, stages=3, threads=4, repeats=5)
+QUICK = Params(items=20_000, stages=3, threads=4, repeats=2)
+
+
+def hand_chain(items: int, stages: int, threads: int, maxsize: int = DEFAULT_MAXSIZE) -> float:
+    """Seconds for ``items`` items through the hand-written chain; checks every item arrived."""
+    queues: list[queue.Queue[object]] = [queue.Queue(maxsize) for _ in range(stages)]
+    delivered = [0] * threads
+
+    def produce() -> None:
+        first = queues[0]
+        for number in range(items):
+            first.put(f"item-{number}")
+        for _ in range(threads):
+            first.put(_SENTINEL)
+
+    def relay(source: queue.Queue[object], target: queue.Queue[object]) -> None:
+        while True:
+            item = source.get()
+            target.put(item)  # a sentinel too: one per thread of the next stage
+            if item is _SENTINEL:
+                return
+
+    def sink(source: queue.Queue[object], index: int) -> None:
+        count = 0
+        while source.get() is not _SENTINEL:
+            count += 1
+        delivered[index] = count
+
+    workers = [threading.Thread(target=produce, name="hand-source")]
+    for stage in range(stages):
+        for index in range(threads):
+            if stage < stages - 1:
+                args: tuple[object, ...] = (queues[stage], queues[stage + 1])
+                target = relay
+            else:
+                args, target = (queues[stage], index), sink
+            workers.append(threading.Thread(target=target, args=args, name=f"hand-{stage}-{index}"))
+    with stopwatch() as elapsed:
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join()
+    if sum(delivered) != items:
+        raise RuntimeError(f"hand-written chain delivered {sum(delivered)} of {items} items")
+    return elapsed()
+
+
+def engine_chain(ctx: Context, items: int, stages: int, threads: int) -> float:
+    """Seconds for ``items`` items through the engine (``PipelineExecutor.run()``)."""
+    config = noop_config(items, stages, threads, name="bench_engine_overhead")
+    with stopwatch() as elapsed:
+        run_noop(config, ctx.workdir / "engine-overhead-failed.jsonl")
+    return elapsed()
+
+
+def run(ctx: Context, params: Params) -> ScenarioResult:
+    result = ScenarioResult(NAME)
+    engine_times: list[float] = []
+    hand_times: list[float] = []
+    for attempt in range(params.repeats):
+        engine_times.append(engine_chain(ctx, params.items, params.stages, params.threads))
+        hand_times.append(hand_chain(params.items, params.stages, params.threads))
+        log.info(
+            "run %d/%d: engine %.2fs, hand-written %.2fs",
+            attempt + 1, params.repeats, engine_times[-1], hand_times[-1],
+        )  # fmt: skip
+        time.sleep(0.1)  # let the previous run's threads go
+    engine_rate = params.items / min(engine_times)
+    hand_rate = params.items / min(hand_times)
+    ratio = engine_rate / hand_rate
+    result.details.update(
+        items=params.items,
+        stages=params.stages,
+        threads_per_stage=params.threads,
+        queue_maxsize=DEFAULT_MAXSIZE,
+        repeats=params.repeats,
+        statistic="best of repeats",
+        engine_seconds=[round(s, 3) for s in engine_times],
+        hand_seconds=[round(s, 3) for s in hand_times],
+        engine_items_per_second=round(engine_rate),
+        hand_items_per_second=round(hand_rate),
+        ratio=round(ratio, 3),
+    )
+    shape = f"{params.stages} stages x {params.threads} threads, {params.items:,} items"
+    result.add("engine", engine_rate, "items/s", note=shape)
+    result.add("hand-written queue.Queue chain", hand_rate, "items/s", note=shape)
+    result.add(
+        "engine / hand-written", ratio, "x", goal=f">= {params.goal:.2f}", passed=at_least(ratio, params.goal)
+    )
+    return result

@@ -1,0 +1,44 @@
+"""Child process: the bundled price server, driven over stdin/stdout (see :mod:`bench.services`).
+
+Prints ``{"url": ...}`` once listening, then answers one JSON line per command
+line: ``stats`` (the request counters) or ``reset`` (zero them). It stops when
+its stdin closes (the parent stopped it, or died) or on Ctrl+C.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+import crypto_server
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.server_process")
+    parser.add_argument("--sleep", type=float, default=0.0)
+    parser.add_argument("--jitter", type=float, default=0.0)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    handle = crypto_server.serve_in_background(port=0, sleep=args.sleep, jitter=args.jitter, seed=args.seed)
+    try:
+        print(json.dumps({"url": handle.url}), flush=True)
+        for line in sys.stdin:  # ends when the parent closes our stdin
+            command = line.strip()
+            if command == "stats":
+                answer = handle.stats.snapshot()
+            elif command == "reset":
+                handle.stats.reset()
+                answer = {}
+            else:
+                answer = {"error": f"unknown command {command!r}"}
+            print(json.dumps(answer), flush=True)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        handle.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
