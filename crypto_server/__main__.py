@@ -49,7 +49,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     net = parser.add_argument_group("listening")
     net.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s)")
-    net.add_argument("--port", type=_port, default=5000, help="port to listen on, 0 for any free one (default: %(default)s)")
+    net.add_argument(
+        "--port", type=_port, default=5000, help="port to listen on, 0 for any free one (default: %(default)s)"
+    )
 
     data = parser.add_argument_group("data")
     data.add_argument(
@@ -79,12 +81,18 @@ def _parser() -> argparse.ArgumentParser:
     )
 
     faults = parser.add_argument_group("slow and faulty network")
-    faults.add_argument("--sleep", type=_seconds, default=0.0, metavar="SECONDS", help="fixed latency added to every request")
+    faults.add_argument(
+        "--sleep", type=_seconds, default=0.0, metavar="SECONDS", help="fixed latency added to every request"
+    )
     faults.add_argument(
         "--jitter", type=_seconds, default=0.0, metavar="SECONDS", help="extra latency, uniform between 0 and SECONDS"
     )
     faults.add_argument(
-        "--error-rate", type=_probability, default=0.0, metavar="P", help="answer a fraction P of requests with 500 or 503"
+        "--error-rate",
+        type=_probability,
+        default=0.0,
+        metavar="P",
+        help="answer a fraction P of requests with 500 or 503",
     )
     faults.add_argument(
         "--rate-limit",

@@ -42,7 +42,7 @@ class CryptoServerApp(Flask):
         """
         return self._fault_layer.set_faults(**changes)
 
-    def run(self, *args: Any, **kwargs: Any) -> None:  # pragma: no cover - a guard, not a feature
+    def run(self, *args: Any, **kwargs: Any) -> None:
         # Flask's run() can switch on the Werkzeug debugger, which executes code sent to it.
         raise RuntimeError("use crypto_server.serve_in_background() or python -m crypto_server")
 
@@ -74,9 +74,10 @@ def create_app(
     app._fault_layer = _FaultMiddleware(app.wsgi_app, faults, seed)
     app.wsgi_app = app._fault_layer  # type: ignore[method-assign]
 
-    # The dataset never changes, so these pages are rendered once.
+    # The dataset never changes, so the pages are rendered once.
     index_html = pages.render_index(dataset)
     wiki_html = pages.render_wiki(dataset)
+    quote_html = {symbol: pages.render_quote(dataset, symbol) for symbol in dataset.symbols}
     days = {"first": dataset.days.first.isoformat(), "last": dataset.days.last.isoformat()}
 
     @app.get("/")
@@ -100,7 +101,7 @@ def create_app(
         try:
             return jsonify(dataset.price(exchange, symbol, date))
         except UnknownName as exc:
-            raise NotFound(str(exc.args[0])) from None
+            raise NotFound(str(exc)) from None
         except ValueError as exc:
             raise BadRequest(str(exc)) from None
 
@@ -119,9 +120,9 @@ def create_app(
     @app.get("/quote/<symbol>")
     def quote_page(symbol: str) -> Response:
         try:
-            return _html(pages.render_quote(dataset, symbol))
-        except UnknownName as exc:
-            raise NotFound(str(exc.args[0])) from None
+            return _html(quote_html[symbol.lower()])
+        except KeyError:
+            raise NotFound(f"unknown symbol {symbol!r}") from None
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException) -> Response:

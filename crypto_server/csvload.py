@@ -10,7 +10,7 @@ from pathlib import Path
 from .data import DataError, Dataset, _pack, _Series, parse_day
 from .synthetic import real_assets
 
-COLUMNS = ("CloseTime", "OpenPrice", "HighPrice", "LowPrice", "ClosePrice", "Volume", "VolumeUSD", "DateTime")
+_COLUMNS = ("CloseTime", "OpenPrice", "HighPrice", "LowPrice", "ClosePrice", "Volume", "VolumeUSD", "DateTime")
 _VALUES = ("OpenPrice", "HighPrice", "LowPrice", "ClosePrice", "Volume")
 _NAME = re.compile(r"([a-z0-9][a-z0-9.-]*)_([a-z0-9][a-z0-9.-]*)")
 
@@ -52,12 +52,12 @@ def _read_file(path: Path) -> dict[int, _Row]:
             reader = csv.reader(f, strict=True)
             header = next(reader, None)
             if header is None:
-                raise DataError(f"{path}:1: empty file, expected the header {','.join(COLUMNS)}")
+                raise DataError(f"{path}:1: empty file, expected the header {','.join(_COLUMNS)}")
             header = [h.strip() for h in header]
-            missing = [c for c in COLUMNS if c not in header]
+            missing = [c for c in _COLUMNS if c not in header]
             if missing:
                 raise DataError(f"{path}:1: header lacks column(s) {', '.join(missing)}")
-            index = {c: header.index(c) for c in COLUMNS}
+            index = {c: header.index(c) for c in _COLUMNS}
             for record in reader:
                 where = f"{path}:{reader.line_num}"
                 if not record or record == [""]:

@@ -59,9 +59,6 @@ class DayRange:
     def __len__(self) -> int:
         return self.last.toordinal() - self.first.toordinal() + 1
 
-    def __contains__(self, day: object) -> bool:
-        return isinstance(day, dt.date) and self.first <= day <= self.last
-
 
 @dataclass(frozen=True)
 class Asset:
@@ -241,8 +238,8 @@ class Dataset:
         last = max(s.start + len(s) - 1 for s in series)
         rows = [r for s in series if (r := s.row(last)) is not None]
         # The last row of a packed series always has data, so rows is never empty.
-        price = round_price(sum(r[3] for r in rows) / len(rows))
-        open_ = round_price(sum(r[0] for r in rows) / len(rows))
+        price = _round_price(sum(r[3] for r in rows) / len(rows))
+        open_ = _round_price(sum(r[0] for r in rows) / len(rows))
         change = price - open_
         return {
             "symbol": symbol.upper(),
@@ -250,7 +247,7 @@ class Dataset:
             "day": dt.date.fromordinal(last).isoformat(),
             "price": price,
             "open": open_,
-            "change": round_price(change) if change else 0.0,
+            "change": _round_price(change) if change else 0.0,
             "change_percent": round(100.0 * change / open_, 2) if open_ else 0.0,
             "high": max(r[1] for r in rows),
             "low": min(r[2] for r in rows),
@@ -259,7 +256,7 @@ class Dataset:
         }
 
 
-def round_price(x: float) -> float:
+def _round_price(x: float) -> float:
     """Round to six significant digits, as exchanges quote (7150.23, 0.0213456)."""
     if x == 0 or not math.isfinite(x):
         return x

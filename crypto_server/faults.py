@@ -70,11 +70,25 @@ class Stats:
         self._errors = 0
         self._limited = 0
 
-    requests = property(lambda self: self._requests)
-    in_flight = property(lambda self: self._in_flight)
-    peak_in_flight = property(lambda self: self._peak)
-    errors_injected = property(lambda self: self._errors)
-    rate_limited = property(lambda self: self._limited)
+    @property
+    def requests(self) -> int:
+        return self._requests
+
+    @property
+    def in_flight(self) -> int:
+        return self._in_flight
+
+    @property
+    def peak_in_flight(self) -> int:
+        return self._peak
+
+    @property
+    def errors_injected(self) -> int:
+        return self._errors
+
+    @property
+    def rate_limited(self) -> int:
+        return self._limited
 
     def reset(self) -> None:
         """Zero the counters; ``peak_in_flight`` restarts from the requests in flight now."""
@@ -186,7 +200,9 @@ class _FaultMiddleware:
             return self.faults
 
 
-def _answer(start_response: Callable, code: int, reason: str, message: str, retry_after: int | None = None) -> list[bytes]:
+def _answer(
+    start_response: Callable, code: int, reason: str, message: str, retry_after: int | None = None
+) -> list[bytes]:
     body = json.dumps({"status": code, "error": reason, "message": message}).encode()
     headers = [("Content-Type", "application/json"), ("Content-Length", str(len(body)))]
     if retry_after is not None:

@@ -25,7 +25,7 @@ def _e(value: object) -> str:
     return escape(str(value), quote=True)
 
 
-def format_price(value: float) -> str:
+def _format_price(value: float) -> str:
     """Price as a finance site shows it: thousands separators, 2 decimals (6 below one dollar)."""
     return f"{value:,.2f}" if abs(value) >= 1 else f"{value:,.6f}"
 
@@ -52,7 +52,9 @@ def render_index(dataset: Dataset) -> str:
         ("/wiki/List_of_cryptocurrencies", "HTML list of the assets, built like a Wikipedia list page"),
         (f"/quote/{symbol.upper()}", "HTML quote page, built like a finance site's"),
     ]
-    rows = "\n".join(f'<li><a href="{_e(path)}"><code>{_e(path)}</code></a>: {_e(text)}</li>' for path, text in endpoints)
+    rows = "\n".join(
+        f'<li><a href="{_e(path)}"><code>{_e(path)}</code></a>: {_e(text)}</li>' for path, text in endpoints
+    )
     return f"""<!DOCTYPE html>
 <html lang="en">
 <head>
@@ -116,7 +118,7 @@ def render_wiki(dataset: Dataset) -> str:
         if quote:
             price_cell = (
                 f'<td data-sort-value="{quote["price"]!r}" style="text-align:right">'
-                f'<a href="/quote/{_e(asset.symbol)}">${format_price(quote["price"])}</a></td>'
+                f'<a href="/quote/{_e(asset.symbol)}">${_format_price(quote["price"])}</a></td>'
             )
         else:
             price_cell = '<td data-sort-value="0" style="text-align:right">—</td>'
@@ -231,7 +233,8 @@ def render_quote(dataset: Dataset, symbol: str) -> str:
             summary.append(
                 f'<li><a href="/quote/{_e(q["symbol"])}">{_e(q["symbol"])}</a> '
                 f'<fin-streamer data-symbol="{_e(q["symbol"])}" data-field="regularMarketPrice" '
-                f'data-pricehint="{_decimals(q["price"])}" value="{q["price"]!r}">{format_price(q["price"])}</fin-streamer></li>'
+                f'data-pricehint="{_decimals(q["price"])}" value="{q["price"]!r}">'
+                f"{_format_price(q['price'])}</fin-streamer></li>"
             )
     if quote is None:
         body = '<div id="quote-header-info"><p class="C($negativeColor)">No price data for this symbol.</p></div>'
@@ -246,16 +249,16 @@ def render_quote(dataset: Dataset, symbol: str) -> str:
 </div>
 <div class="C($tertiaryColor) Fz(12px)"><span>CCC - CoinMarketCap. Currency in USD</span></div>
 <div class="D(ib) Mend(20px)">
-<fin-streamer class="Fw(b) Fz(36px) Mb(-4px) D(ib)" data-symbol="{sym}" data-test="qsp-price" data-field="regularMarketPrice" data-trend="none" data-pricehint="{hint}" value="{price!r}" active="">{format_price(price)}</fin-streamer>
-<fin-streamer class="Fw(500) Pstart(8px) Fz(24px)" data-symbol="{sym}" data-test="qsp-price-change" data-field="regularMarketChange" data-trend="txt" data-pricehint="{hint}" value="{change!r}" active=""><span class="{color}">{sign}{format_price(abs(change))}</span></fin-streamer>
+<fin-streamer class="Fw(b) Fz(36px) Mb(-4px) D(ib)" data-symbol="{sym}" data-test="qsp-price" data-field="regularMarketPrice" data-trend="none" data-pricehint="{hint}" value="{price!r}" active="">{_format_price(price)}</fin-streamer>
+<fin-streamer class="Fw(500) Pstart(8px) Fz(24px)" data-symbol="{sym}" data-test="qsp-price-change" data-field="regularMarketChange" data-trend="txt" data-pricehint="{hint}" value="{change!r}" active=""><span class="{color}">{sign}{_format_price(abs(change))}</span></fin-streamer>
 <fin-streamer class="Fw(500) Pstart(8px) Fz(24px)" data-symbol="{sym}" data-field="regularMarketChangePercent" data-trend="txt" data-pricehint="2" value="{pct!r}" active=""><span class="{color}">({sign}{abs(pct):.2f}%)</span></fin-streamer>
 <div id="quote-market-notice" class="C($tertiaryColor) D(b) Fz(12px) Fw(n) Mstart(0)--mobpsm Mt(6px)--mobpsm"><span>As of {quote["day"]} 23:59 UTC. Market open.</span></div>
 </div>
 </div>
 <div id="quote-summary" data-test="quote-summary-stats">
 <table class="W(100%)"><tbody>
-<tr class="Bxz(bb) Bdbw(1px) Bdbs(s) Bdc($seperatorColor) H(36px)"><td class="C($primaryColor) W(51%)"><span>Open</span></td><td class="Ta(end) Fw(600) Lh(14px)" data-test="OPEN-value">{format_price(quote["open"])}</td></tr>
-<tr class="Bxz(bb) Bdbw(1px) Bdbs(s) Bdc($seperatorColor) H(36px)"><td class="C($primaryColor) W(51%)"><span>Day&#x27;s Range</span></td><td class="Ta(end) Fw(600) Lh(14px)" data-test="DAYS_RANGE-value">{format_price(quote["low"])} - {format_price(quote["high"])}</td></tr>
+<tr class="Bxz(bb) Bdbw(1px) Bdbs(s) Bdc($seperatorColor) H(36px)"><td class="C($primaryColor) W(51%)"><span>Open</span></td><td class="Ta(end) Fw(600) Lh(14px)" data-test="OPEN-value">{_format_price(quote["open"])}</td></tr>
+<tr class="Bxz(bb) Bdbw(1px) Bdbs(s) Bdc($seperatorColor) H(36px)"><td class="C($primaryColor) W(51%)"><span>Day&#x27;s Range</span></td><td class="Ta(end) Fw(600) Lh(14px)" data-test="DAYS_RANGE-value">{_format_price(quote["low"])} - {_format_price(quote["high"])}</td></tr>
 <tr class="Bxz(bb) Bdbw(1px) Bdbs(s) Bdc($seperatorColor) H(36px)"><td class="C($primaryColor) W(51%)"><span>Volume</span></td><td class="Ta(end) Fw(600) Lh(14px)" data-test="TD_VOLUME-value">{quote["volume"]:,.0f}</td></tr>
 <tr class="Bxz(bb) Bdbw(1px) Bdbs(s) Bdc($seperatorColor) H(36px)"><td class="C($primaryColor) W(51%)"><span>Exchanges</span></td><td class="Ta(end) Fw(600) Lh(14px)">{quote["exchanges"]}</td></tr>
 </tbody></table>

@@ -22,7 +22,7 @@ FIRST_DAY = dt.date(2019, 12, 20)
 LAST_DAY = dt.date(2020, 4, 30)
 MAX_ASSETS = 5000
 
-EXCHANGES = (
+_EXCHANGES = (
     "bitfinex",
     "bitstamp",
     "bittrex",
@@ -37,7 +37,7 @@ EXCHANGES = (
 )
 
 # Chance that an exchange lists an asset outside the top ten (mexbt was a small exchange).
-_LISTING = {e: 0.9 for e in EXCHANGES} | {"mexbt": 0.2, "cexio": 0.6}
+_LISTING = {e: 0.9 for e in _EXCHANGES} | {"mexbt": 0.2, "cexio": 0.6}
 _TOP_LISTED_EVERYWHERE = 10
 _MISSING_DAY = 0.025
 _LATE_LISTING = 0.1
@@ -187,7 +187,7 @@ _SYLLABLES = (
 _SUFFIXES = ("coin", "chain", "token", "cash", " Network", " Protocol")
 
 
-def universe(count: int) -> list[tuple[Asset, float, str]]:
+def _universe(count: int) -> list[tuple[Asset, float, str]]:
     """The first ``count`` assets as (asset, December 2019 price, kind): real ones, then made-up."""
     if not 1 <= count <= MAX_ASSETS:
         raise ValueError(f"assets must be between 1 and {MAX_ASSETS}, got {count}")
@@ -199,16 +199,16 @@ def universe(count: int) -> list[tuple[Asset, float, str]]:
     i = 0
     while len(assets) < count:
         asset = _made_up(i)
-        i += 1
         if asset.symbol not in real:
             assets.append((asset, _made_up_price(i), "token"))
+        i += 1
     return assets
 
 
 @functools.cache
 def real_assets() -> dict[str, Asset]:
     """The real assets of the universe by lower-case symbol."""
-    return {a.symbol.lower(): a for a, _, _ in universe(len(_REAL))}
+    return {a.symbol.lower(): a for a, _, _ in _universe(len(_REAL))}
 
 
 def _made_up(i: int) -> Asset:
@@ -232,14 +232,14 @@ def build(seed: int, count: int, first: dt.date, last: dt.date) -> Dataset:
     ndays = last.toordinal() - first.toordinal() + 1
     market = _market_returns(seed, first, ndays)
     series: dict[tuple[str, str], _Series] = {}
-    assets = universe(count)
+    assets = _universe(count)
     for rank, (asset, price, kind) in enumerate(assets, start=1):
         symbol = asset.symbol.lower()
         for exchange, rows in _asset_rows(seed, rank, symbol, price, kind, first, market):
             series[(exchange, symbol)] = _pack(rows)
     return Dataset(
         series,
-        exchanges=EXCHANGES,
+        exchanges=_EXCHANGES,
         symbols=(a.symbol for a, _, _ in assets),
         assets={a.symbol.lower(): a for a, _, _ in assets},
         source=f"synthetic (seed {seed}, {count} assets)",
@@ -282,7 +282,7 @@ def _asset_rows(
 
     out = []
     first_ordinal = first.toordinal()
-    for exchange in EXCHANGES:
+    for exchange in _EXCHANGES:
         listed = rank <= _TOP_LISTED_EVERYWHERE or u() < _LISTING[exchange]
         if not listed:
             continue
