@@ -130,7 +130,8 @@ class ServerHandle:
     def stop(self) -> None:
         """Stop accepting connections, free the port and join the server thread. Idempotent.
 
-        Requests already being handled finish in their own (daemon) threads.
+        Requests already being handled finish in their own threads, which never hold up
+        interpreter exit.
         """
         with self._stop_lock:
             if self._stopped:
