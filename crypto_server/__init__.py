@@ -47,6 +47,8 @@ with ``Retry-After``. ``seed`` makes the random choices repeatable. Latency is s
 holding no lock: 200 requests at ``sleep=1`` take about one second together.
 
 Command line: ``python -m crypto_server --port 5000 --sleep 0.5`` (``-h`` for all flags).
+
+Import from the package; its submodules are internal.
 """
 
 from .app import CryptoServerApp, create_app

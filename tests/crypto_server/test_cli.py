@@ -85,6 +85,7 @@ def test_port_in_use_exits_1(capsys: pytest.CaptureFixture[str]) -> None:
     assert one_line_error(capsys) == f"crypto_server: cannot listen on 127.0.0.1:{port}: address already in use"
 
 
+@pytest.mark.timeout(60)
 def test_real_run_serves_until_interrupted() -> None:
     env = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen(

@@ -109,6 +109,7 @@ def fire(url: str, n: int) -> list[int]:
         return list(pool.map(one, range(n)))
 
 
+@pytest.mark.slow
 def test_slow_requests_overlap(start_price_server: Callable[..., crypto_server.ServerHandle]) -> None:
     handle = start_price_server(sleep=1.0)
     assert fire(f"{handle.url}/price/kraken/btc/2020-01-02", 50) == [200] * 50
