@@ -24,7 +24,8 @@ HTTP API (every error is a JSON object ``{"status", "error", "message"}``):
   ``value`` attribute, with thousands separators in the text. The page header shows other
   assets' prices in ``fin-streamer`` elements too, so select by ``data-symbol``.
   ``Dataset.quote()`` gives the expected values.
-- ``GET /``: the endpoints and a price lookup form. Anything else: 404.
+- ``GET /``: the endpoints and a price lookup form, which submits to ``GET /lookup`` (a
+  redirect to ``/price/...``). Anything else: 404.
 
 Python API::
 
