@@ -1,0 +1,81 @@
+"""Test-only workers for fault injection. Pipelines name them as ``location: tests.faults.workers``.
+
+They wrap or stand in for the shipped workers so that a fault can be placed
+exactly: a fetcher that raises on chosen items, one whose threads die, a
+writer that stalls. Everything else about them is the real worker.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import zlib
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+from workers.price_worker import PriceWorker
+from workers.records import PriceRecord, PriceTask
+
+
+def task_key(task: PriceTask | Mapping[str, Any]) -> str:
+    """``symbol/exchange/date`` of a task, stable across processes (for picking items to fail)."""
+    if isinstance(task, PriceTask):
+        return f"{task.symbol.lower()}/{task.exchange}/{task.date}"
+    return f"{str(task['symbol']).lower()}/{task['exchange']}/{task['date']}"
+
+
+def picked(task: PriceTask | Mapping[str, Any], one_in: int, salt: str = "") -> bool:
+    """Whether ``task`` is one of the deterministically chosen ~1/``one_in`` of all tasks."""
+    return one_in > 0 and zlib.crc32(f"{salt}{task_key(task)}".encode()) % one_in == 0
+
+
+class FlakyPriceWorker(PriceWorker):
+    """A real PriceWorker that raises ``RuntimeError`` on chosen tasks before fetching them.
+
+    ``fail_one_in``: fail about one task in that many (chosen by a hash of the
+    task, so the choice is the same in every thread and every run); ``fail_symbols``:
+    fail every task of these symbols. Other params are PriceWorker's.
+    """
+
+    def __init__(self, *, fail_one_in: int = 0, fail_symbols: list[str] = (), salt: str = "", **params: Any) -> None:
+        super().__init__(**params)
+        self._one_in = fail_one_in
+        self._symbols = {s.lower() for s in fail_symbols}
+        self._salt = salt
+
+    def process(self, item: Any) -> Iterator[PriceRecord]:
+        if isinstance(item, (PriceTask, Mapping)) and (
+            picked(item, self._one_in, self._salt) or task_key(item).split("/")[0] in self._symbols
+        ):
+            raise RuntimeError(f"injected failure on {task_key(item)}")
+        yield from super().process(item)
+
+
+class DyingPriceWorker(PriceWorker):
+    """A PriceWorker whose thread dies (``SystemExit``, not a per-item failure) on every item."""
+
+    def process(self, item: Any) -> Iterator[PriceRecord]:
+        raise SystemExit(f"price thread gave up on {item!r}")
+
+
+class SlowPriceWorker(PriceWorker):
+    """A PriceWorker that sleeps ``delay`` seconds before each item (a slow network, client side)."""
+
+    def __init__(self, *, delay: float = 0.0, **params: Any) -> None:
+        super().__init__(**params)
+        self._delay = delay
+
+    def process(self, item: Any) -> Iterator[PriceRecord]:
+        if self._delay:
+            time.sleep(self._delay)
+        yield from super().process(item)
+
+
+# Set by tests that need to hold a stage until something has happened elsewhere.
+GATES: dict[str, threading.Event] = {}
+_GATES_LOCK = threading.Lock()
+
+
+def gate(name: str) -> threading.Event:
+    with _GATES_LOCK:
+        return GATES.setdefault(name, threading.Event())
