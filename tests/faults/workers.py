@@ -79,3 +79,20 @@ _GATES_LOCK = threading.Lock()
 def gate(name: str) -> threading.Event:
     with _GATES_LOCK:
         return GATES.setdefault(name, threading.Event())
+
+
+
+class UnbuildablePriceWorker(PriceWorker):
+    """A PriceWorker that passes the stage check but whose threads all fail in ``__init__``.
+
+    As if a resource the workers need went away between the check and the start.
+    """
+
+    @classmethod
+    def prepare_stage(cls, params: Mapping[str, Any]) -> None:
+        check = getattr(PriceWorker, "prepare_stage", None)
+        if check is not None:
+            check(params)
+
+    def __init__(self, **params: Any) -> None:
+        raise RuntimeError("cannot build a PriceWorker")

@@ -1,0 +1,85 @@
+"""The database goes away: briefly (the writer retries, nothing lost or doubled) or for too long."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from engine.report import EXIT_OK
+from tests.faults.conftest import Watcher, check_accounting, count_rows, plan, price_pipeline, priced
+
+SYMBOLS = ["btc", "eth", "ltc", "xrp", "ada", "doge", "xlm", "eos"]
+START, END = "2020-04-01", "2020-04-10"
+EXCHANGES = ["bitstamp", "coinbase-pro", "kraken"]
+
+
+@pytest.fixture
+def outage(embedded_postgres, clean_prices):
+    """``outage(seconds)``: stop the test database, wait, start it again (always left running)."""
+    if embedded_postgres.url != clean_prices:
+        pytest.skip("the test database is not the embedded server (TEST_DATABASE_URL is set)")
+
+    def down_for(seconds: float) -> None:
+        embedded_postgres.stop()
+        try:
+            time.sleep(seconds)
+        finally:
+            embedded_postgres.start()
+
+    yield down_for
+    embedded_postgres.start()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+def test_database_down_for_seconds_mid_run_loses_and_duplicates_no_row(
+    fault_server, run_pipeline, clean_prices, dataset, outage
+):
+    server = fault_server(sleep=0.01)
+    tasks = plan(SYMBOLS, EXCHANGES, START, END)  # 240 tasks
+    watcher = Watcher(lambda: count_rows(clean_prices) >= 20, lambda: outage(3.0))
+    watcher.start()
+    try:
+        report = run_pipeline(price_pipeline(
+            server_url=server.url, database_url=clean_prices, symbols=SYMBOLS, start=START, end=END,
+            batch_size=10, retry_seconds=30,
+        ))
+    finally:
+        watcher.finish()
+    assert watcher.fired.is_set(), "the database was never stopped"
+
+    assert report.exit_code == EXIT_OK, report.reason
+    done = check_accounting(report, tasks=tasks, dataset=dataset, database_url=clean_prices)
+    assert done.entries == []
+    assert done.stored == set(priced(tasks, dataset))
+    writer = report.stage("Writer")
+    assert writer.counters.get("db_retries", 0) > 0, "no write met the outage"
+    assert writer.counters["rows_written"] == len(done.stored)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+def test_database_down_longer_than_retry_seconds_dead_letters_the_unwritten_rows(
+    fault_server, run_pipeline, clean_prices, dataset, outage
+):
+    server = fault_server(sleep=0.01)
+    tasks = plan(SYMBOLS, EXCHANGES, START, END)
+    watcher = Watcher(lambda: count_rows(clean_prices) >= 20, lambda: outage(3.0))
+    watcher.start()
+    try:
+        report = run_pipeline(price_pipeline(
+            server_url=server.url, database_url=clean_prices, symbols=SYMBOLS, start=START, end=END,
+            batch_size=10, retry_seconds=0.5,
+        ))
+    finally:
+        watcher.finish()
+    assert watcher.fired.is_set(), "the database was never stopped"
+
+    assert report.exit_code == EXIT_OK, report.reason  # failed rows are reported, the run goes on
+    done = check_accounting(report, tasks=tasks, dataset=dataset, database_url=clean_prices)
+    lost_writes = [e for e in done.entries if e["stage"] == "Writer"]
+    assert lost_writes, "no batch outlasted its retries"
+    assert all(e["kind"] == "failed" and e["error_type"] == "DatabaseUnavailable" for e in lost_writes)
+    assert all("gave up writing" in e["message"] for e in lost_writes)
+    assert len(done.stored) >= 20
