@@ -36,7 +36,9 @@ class Figure:
     def shown(self) -> str:
         """The value with its unit, rounded for reading."""
         value = self.value
-        if abs(value) >= 1000:
+        if float(value).is_integer() and abs(value) < 1000:
+            text = f"{value:.0f}"
+        elif abs(value) >= 1000:
             text = f"{value:,.0f}"
         elif abs(value) >= 100:
             text = f"{value:.1f}"

@@ -10,7 +10,9 @@ Two ratios per W: the whole run (``run()`` called to returned: thread start-up,
 fetching, the last database write, shutdown), which the goal is held to, and the
 fetch stage alone (its start to its last thread's end, from the engine's report),
 for information. Each W runs ``repeats`` times; the best run is reported.
-The server's peak of requests in flight shows whether it kept up with W.
+The server's peak of requests in flight shows whether it kept up with W; the
+CPU seconds used by the pipeline's process and by the server's process during
+the run show how close the run came to what this machine's cores can give.
 """
 
 from __future__ import annotations
@@ -80,7 +82,8 @@ def run(ctx: Context, params: Params) -> ScenarioResult:
             f"W={fetchers} fetch stage / ideal",
             best.fetch_seconds / best.ideal_seconds,
             "x",
-            note=f"{best.fetch_seconds:.2f}s; server peak in flight {best.server['peak_in_flight']}",
+            note=f"{best.fetch_seconds:.2f}s; server peak in flight {best.server['peak_in_flight']}; "
+            f"CPU: pipeline process {best.cpu_seconds:.1f}s, server {best.server['cpu_seconds']:.1f}s",
         )
     result.details["best"] = {str(w): r.as_dict() for w, r in best_runs.items()}
     return result

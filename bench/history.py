@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import resource
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -99,9 +100,10 @@ class HistoryRun:
     fetchers: int
     latency: float
     run_seconds: float  # from run() called to run() returned: start-up, fetch, last write, shutdown
+    cpu_seconds: float  # CPU time (user + system) of this process, all threads, during the run
     fetch_seconds: float  # the fetch stage, from its start to its last thread's end (engine report)
     rows_written: int
-    server: dict[str, int]
+    server: dict[str, Any]  # the server's counters for the run, and its CPU seconds during it
 
     @property
     def ideal_seconds(self) -> float:
@@ -132,11 +134,16 @@ def run_history(
     config = history_config(server.url, database_url, tasks, fetchers, dead_letter)
     executor = PipelineExecutor(config, on_status=quiet_status)
     server.reset_stats()
+    server_cpu_before = server.stats()["cpu_seconds"]
+    cpu_before = _cpu_seconds()
     started = time.perf_counter()
     report = executor.run()
     run_seconds = time.perf_counter() - started
+    cpu_seconds = _cpu_seconds() - cpu_before
     if report.interrupted:
         raise KeyboardInterrupt
+    server_stats = server.stats()
+    server_stats["cpu_seconds"] = round(server_stats["cpu_seconds"] - server_cpu_before, 3)  # this run's
     fetch = report.stage(FETCH_STAGE)
     rows = count_prices(database_url)
     if not report.ok or fetch.items_out != len(tasks) or rows != len(tasks):
@@ -150,10 +157,16 @@ def run_history(
         fetchers=fetchers,
         latency=latency,
         run_seconds=round(run_seconds, 4),
+        cpu_seconds=round(cpu_seconds, 3),
         fetch_seconds=fetch.seconds,
         rows_written=rows,
-        server=server.stats(),
+        server=server_stats,
     )
+
+
+def _cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def warm_up(server: Any, database_url: str, workdir: Path, latency: float) -> None:

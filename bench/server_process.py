@@ -1,7 +1,7 @@
 """Child process: the bundled price server, driven over stdin/stdout (see :mod:`bench.services`).
 
 Prints ``{"url": ...}`` once listening, then answers one JSON line per command
-line: ``stats`` (the request counters) or ``reset`` (zero them). It stops when
+line: ``stats`` (the request counters, and the CPU seconds this process has used) or ``reset`` (zero them). It stops when
 its stdin closes (the parent stopped it, or died) or on Ctrl+C.
 """
 
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import resource
 import sys
 
 import crypto_server
@@ -26,7 +27,8 @@ def main() -> int:
         for line in sys.stdin:  # ends when the parent closes our stdin
             command = line.strip()
             if command == "stats":
-                answer = handle.stats.snapshot()
+                usage = resource.getrusage(resource.RUSAGE_SELF)
+                answer = {**handle.stats.snapshot(), "cpu_seconds": round(usage.ru_utime + usage.ru_stime, 3)}
             elif command == "reset":
                 handle.stats.reset()
                 answer = {}
