@@ -16,6 +16,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
+from engine.channel import Channel
 from engine.config import StageConfig
 from engine.contract import ItemsFailed
 from engine.dead_letter import DeadLetterFile
@@ -23,6 +24,9 @@ from engine.dead_letter import DeadLetterFile
 log = logging.getLogger(__name__)
 
 POLL_SECONDS = 0.1  # longest wait before a blocked thread re-checks its stop flags
+_CHUNK = 64  # most items moved under one lock acquisition
+_CHEAP_ITEM_SECONDS = 0.0002  # items faster than this travel in chunks
+_MAX_BUFFER_SECONDS = 0.05  # longest an output waits in a thread's buffer
 _LOGGED_FAILURES = 10  # per stage; the rest are only in the dead-letter file
 
 RUNNING, DONE, STOPPED, DIED = "running", "done", "stopped", "died"
@@ -38,15 +42,14 @@ class _Pill:
 
 
 PILL = _Pill()
-_STOP = object()  # returned by a get that gave up because the stage was told to stop
 
 
 class StageQueue:
-    """A bounded ``queue.Queue`` with what the monitor needs to know about its two ends."""
+    """A bounded queue between stages, with what the monitor needs to know about its two ends."""
 
     def __init__(self, name: str, maxsize: int) -> None:
         self.name = name
-        self.queue: queue.Queue[Any] = queue.Queue(maxsize)
+        self.queue = Channel(maxsize)
         self.producers: list[Stage] = []
         self.consumer: Stage | None = None
         # Why nobody will take from this queue any more. Set once; the monitor then
@@ -58,15 +61,14 @@ class StageQueue:
         if self.abandoned is None:
             self.abandoned = reason
 
-    def put(self, item: Any) -> bool:
-        """Put ``item``, waiting while the queue is full; False if it was abandoned meanwhile."""
+    def put_all(self, items: list[Any]) -> list[Any]:
+        """Put ``items``, waiting while the queue is full; return those left if it was abandoned meanwhile."""
+        done = 0
         while self.abandoned is None:
-            try:
-                self.queue.put(item, timeout=POLL_SECONDS)
-                return True
-            except queue.Full:
-                pass
-        return False
+            done += self.queue.put_many(items, done, timeout=POLL_SECONDS)
+            if done == len(items):
+                return []
+        return items[done:]
 
 
 @dataclass(eq=False)
@@ -78,7 +80,8 @@ class _Slot:
     outcome: str = RUNNING  # set last, when the thread has closed its worker
     handled: bool = False  # the monitor has seen the outcome (and restarted if needed)
     error: BaseException | None = None
-    holding: list[Any] = field(default_factory=list)  # items in hand, failed if the thread dies
+    holding: list[Any] = field(default_factory=list)  # the chunk in hand; items from ``position`` on are unfinished
+    position: int = 0
     items_in: int = 0
     items_out: int = 0
     failed: int = 0
@@ -135,7 +138,7 @@ class Stage:
     @property
     def busy(self) -> int:
         """Items in the hands of running threads (a snapshot, for display)."""
-        return sum(len(s.holding) for s in self.slots if s.outcome == RUNNING)
+        return sum(len(s.holding) - s.position for s in self.slots if s.outcome == RUNNING)
 
     @property
     def items_in(self) -> int:
@@ -225,92 +228,99 @@ class Stage:
     def _run(self, slot: _Slot) -> None:
         outcome = DIED
         worker = None
+        outputs = _Outputs(self)
         try:
             worker = self.config.worker_class(**self.config.params)
-            while True:
-                items, ended = self._take()
-                if items:
-                    slot.holding = items
-                    self._handle(worker, items, slot)
-                    slot.holding = []
-                if ended:
-                    outcome = ended
-                    break
+            outcome = self._work(worker, slot, outputs)
         except BaseException as exc:  # the thread dies; say so, and account for what it held
             slot.error = exc
             log.error("%s: thread %s died: %s", self.name, slot.index, _describe(exc))
-            for item in slot.holding:
+            for item in slot.holding[slot.position:]:
                 self._fail(item, exc, slot)
-            slot.holding = []
+            slot.holding, slot.position = [], 0
         finally:
+            outputs.flush()  # outputs of items that did finish still go downstream
             if worker is not None:
-                self._close(worker, slot)
+                self._close(worker, slot, outputs)
+                outputs.flush()
                 slot.counters.update(getattr(worker, "counters", None) or {})
             slot.outcome = outcome  # last: the monitor treats the thread as ended from here
             self._wake.set()
 
-    def _take(self) -> tuple[list[Any], str | None]:
-        """The next item (or batch), and DONE/STOPPED if the thread should end after it."""
-        item = self._get()
-        if item is PILL:
-            return [], DONE
-        if item is _STOP:
-            return [], STOPPED
-        size = self.config.batch_size
-        if size is None:
-            return [item], None
-        batch = [item]
-        deadline = time.monotonic() + self.config.batch_timeout
-        source = self.input.queue
-        while len(batch) < size:
-            try:
-                item = source.get_nowait()
-            except queue.Empty:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0 or self.stop_event.is_set():
-                    break
-                try:
-                    item = source.get(timeout=min(remaining, POLL_SECONDS))
-                except queue.Empty:
-                    continue
-            if item is PILL:
-                return batch, DONE
-            batch.append(item)
-        return batch, None
+    def _work(self, worker: Any, slot: _Slot, outputs: "_Outputs") -> str:
+        """Process chunks of items until a pill (DONE) or a stop (STOPPED)."""
+        batch_size = self.config.batch_size
+        limit = 1
+        while True:
+            if self.stop_event.is_set():
+                return STOPPED
+            items = self._take(limit if batch_size is None else batch_size)
+            if not items:
+                continue
+            ended = items[-1] is PILL
+            if ended:
+                items.pop()
+            if items:
+                started = time.perf_counter()
+                slot.items_in += len(items)
+                slot.holding, slot.position = items, 0
+                if batch_size is None:
+                    for item in items:
+                        self._process(worker, item, slot, outputs)
+                        slot.position += 1
+                else:
+                    self._process_batch(worker, items, slot, outputs)
+                slot.holding, slot.position = [], 0
+                outputs.flush()
+                # Cheap items travel in chunks: the queue's lock costs more than the work.
+                # Slow items travel one by one, so an idle thread can always take the next.
+                cheap = (time.perf_counter() - started) / len(items) < _CHEAP_ITEM_SECONDS
+                limit = _CHUNK if cheap else 1
+            if ended:
+                return DONE
 
-    def _get(self) -> Any:
+    def _take(self, limit: int) -> list[Any]:
+        """Up to ``limit`` items, ending with the pill if one came; [] if none came within a poll.
+
+        A batch stage waits up to ``batch_timeout`` to fill its batch.
+        """
         source = self.input.queue
-        while not self.stop_event.is_set():
+        try:
+            items = source.get_many(limit, POLL_SECONDS, until=PILL)
+        except queue.Empty:
+            return []
+        if self.config.batch_size is None or len(items) == limit or items[-1] is PILL:
+            return items
+        deadline = time.monotonic() + self.config.batch_timeout
+        while len(items) < limit and items[-1] is not PILL and not self.stop_event.is_set():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
             try:
-                return source.get(timeout=POLL_SECONDS)
+                items += source.get_many(limit - len(items), min(remaining, POLL_SECONDS), until=PILL)
             except queue.Empty:
                 pass
-        return _STOP
+        return items
 
-    def _handle(self, worker: Any, items: list[Any], slot: _Slot) -> None:
-        slot.items_in += len(items)
+    def _process(self, worker: Any, item: Any, slot: _Slot, outputs: "_Outputs") -> None:
         try:
-            if self.config.batch_size is None:
-                outputs = worker.process(items[0])
-            else:
-                outputs = worker.process_batch(items)
-            for output in outputs or ():
-                self._emit(output, slot)
+            for output in worker.process(item) or ():
+                outputs.add(output, slot)
+        except Exception as exc:
+            self._fail(item, exc, slot)
+
+    def _process_batch(self, worker: Any, items: list[Any], slot: _Slot, outputs: "_Outputs") -> None:
+        try:
+            for output in worker.process_batch(items) or ():
+                outputs.add(output, slot)
         except ItemsFailed as exc:
             for output in exc.outputs:
-                self._emit(output, slot)
+                outputs.add(output, slot)
             for item, error in exc.failures:
                 self._fail(item, error, slot)
         except Exception as exc:
             for item in items:
                 self._fail(item, exc, slot)
-
-    def _emit(self, output: Any, slot: _Slot) -> None:
-        slot.items_out += 1
-        for target in self.outputs:
-            if not target.put(output):
-                assert target.consumer is not None and target.abandoned is not None
-                target.consumer.record_lost(output, target.abandoned)
 
     def _fail(self, item: Any, error: BaseException, slot: _Slot) -> None:
         slot.failed += 1
@@ -322,7 +332,7 @@ class Stage:
         elif number == _LOGGED_FAILURES:
             log.warning("%s: more failures; all are in %s", self.name, self._dead_letters.path)
 
-    def _close(self, worker: Any, slot: _Slot) -> None:
+    def _close(self, worker: Any, slot: _Slot, outputs: "_Outputs") -> None:
         close = getattr(worker, "close", None)
         if close is None:
             return
@@ -330,12 +340,39 @@ class Stage:
             close()
         except ItemsFailed as exc:  # a writer flushing its buffer can still fail some rows
             for output in exc.outputs:
-                self._emit(output, slot)
+                outputs.add(output, slot)
             for item, error in exc.failures:
                 self._fail(item, error, slot)
         except Exception as exc:
             log.error("%s: close() failed: %s", self.name, _describe(exc))
             self._fail(None, RuntimeError(f"close() failed: {_describe(exc)}"), slot)
+
+
+class _Outputs:
+    """A thread's outputs on their way to the output queues, put a chunk at a time."""
+
+    def __init__(self, stage: Stage) -> None:
+        self._stage = stage
+        self._buffer: list[Any] = []
+        self._since = 0.0
+
+    def add(self, output: Any, slot: _Slot) -> None:
+        slot.items_out += 1
+        if not self._buffer:
+            self._since = time.monotonic()
+        self._buffer.append(output)
+        # A slow generator's outputs must not wait for the chunk to fill.
+        if len(self._buffer) >= _CHUNK or time.monotonic() - self._since > _MAX_BUFFER_SECONDS:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self._buffer:
+            return
+        chunk, self._buffer = self._buffer, []
+        for target in self._stage.outputs:
+            for output in target.put_all(chunk):
+                assert target.consumer is not None and target.abandoned is not None
+                target.consumer.record_lost(output, target.abandoned)
 
 
 def _describe(error: BaseException | None) -> str:

@@ -339,3 +339,33 @@ def test_a_stage_that_refuses_to_prepare_stops_the_run_before_it_starts(make_exe
         executor.run()
     assert str(caught.value) == "stage Sink cannot start: cannot reach db.example: connection refused"
     assert workers.events(key)["prepared"] == 1 and workers.events(key)["init"] == 0
+
+
+def test_slow_items_are_shared_out_one_at_a_time(run_pipeline, key):
+    # Cheap items travel in chunks; slow ones must not: one thread taking a chunk of
+    # slow items would work through them while the others sit idle.
+    report = run_pipeline({
+        "queues": [{"name": "numbers"}],
+        "workers": [
+            stage("Work", "WhoDoesIt", instances=4, params={"key": key, "delay": 0.02},
+                  input_values=list(range(24)), output_queues="numbers"),
+            stage("Sink", "Collect", input_queue="numbers", params={"key": key}),
+        ],
+    })
+    assert report.ok
+    per_thread = workers.events(key)
+    assert sum(per_thread.values()) == 24
+    assert max(per_thread.values()) <= 12, per_thread  # a chunk would give one thread 20 or more
+
+
+def test_cheap_items_travel_in_chunks_and_none_is_lost(run_pipeline, key):
+    report = run_pipeline({
+        "queues": [{"name": "a", "maxsize": 7}, {"name": "b", "maxsize": 3}],
+        "workers": [
+            stage("Source", "Range", input_values=[[0, 20_000]], output_queues="a"),
+            stage("Echo", "Echo", instances=3, input_queue="a", output_queues="b"),
+            stage("Sink", "Collect", instances=2, input_queue="b", params={"key": key}),
+        ],
+    })
+    assert report.ok
+    assert sorted(workers.collected(key)) == list(range(20_000))

@@ -254,3 +254,16 @@ class Unreachable:
 
     def process(self, item: Any) -> None:  # pragma: no cover
         return None
+
+
+class WhoDoesIt:
+    """Sleeps ``delay`` per item and records which thread did it, under ``key``."""
+
+    def __init__(self, key: str, delay: float) -> None:
+        self.key = key
+        self.delay = delay
+
+    def process(self, item: Any) -> Any:
+        time.sleep(self.delay)
+        _event(self.key, threading.current_thread().name)
+        return [item]
