@@ -210,7 +210,6 @@ def load_pipeline(
     reader.no_unknown_keys(_PIPELINE_KEYS)
 
     queues: dict[str, QueueConfig] = {}
-    queue_lines: dict[str, int] = {}
     for item in reader.sections("queues", required=False):
         item.no_unknown_keys(_QUEUE_KEYS)
         name = item.name()
@@ -221,7 +220,6 @@ def load_pipeline(
             maxsize=item.positive_int("maxsize", DEFAULT_MAXSIZE),
             description=item.text("description", ""),
         )
-        queue_lines[name] = item.data.line
 
     stages: list[StageConfig] = []
     stage_readers: dict[str, _Reader] = {}
