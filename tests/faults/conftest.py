@@ -25,6 +25,7 @@ from sqlalchemy.pool import NullPool
 
 import crypto_server
 from engine.dead_letter import read_dead_letters
+from tests.fixtures.price_server import PRICE_SERVER_SEED
 from engine.report import RunReport
 from yaml_reader import YamlPipelineExecutor
 
@@ -45,25 +46,23 @@ Key = tuple[str, str, str]  # (lower-case symbol, exchange, YYYY-MM-DD)
 @pytest.fixture(scope="session")
 def dataset() -> crypto_server.Dataset:
     """The synthetic dataset every fault server answers from (built once per process)."""
-    return crypto_server.load_dataset()
+    return crypto_server.load_dataset(seed=PRICE_SERVER_SEED)
 
 
 @pytest.fixture
-def fault_server(dataset: crypto_server.Dataset) -> Iterator[Callable[..., crypto_server.ServerHandle]]:
+def fault_server(
+    start_price_server: Callable[..., crypto_server.ServerHandle], dataset: crypto_server.Dataset
+) -> Callable[..., crypto_server.ServerHandle]:
     """``fault_server(sleep=, jitter=, error_rate=, rate_limit=, seed=)``: a crypto_server on a free port.
 
-    Every server started is stopped at the end of the test.
+    It answers from :func:`dataset`; every server started is stopped at the end of the test.
     """
-    handles: list[crypto_server.ServerHandle] = []
 
     def start(**options: Any) -> crypto_server.ServerHandle:
         options.setdefault("dataset", dataset)
-        handles.append(crypto_server.serve_in_background(port=0, **options))
-        return handles[-1]
+        return start_price_server(port=0, **options)
 
-    yield start
-    for handle in handles:
-        handle.stop()
+    return start
 
 
 # --- tasks and pipelines -----------------------------------------------------------------
@@ -268,7 +267,7 @@ def _covered(entry: dict[str, Any], tasks: Sequence[Key]) -> list[Key]:
 
 
 def check_accounting(
-    report: RunReport,
+    report: RunReport | None,
     *,
     tasks: Sequence[Key],
     dataset: crypto_server.Dataset,
@@ -295,6 +294,7 @@ def check_accounting(
         for symbol, exchange, day, close in query(database_url, "SELECT symbol, exchange, price_date, close FROM prices")
     }
     if entries is None:
+        assert report is not None
         entries = read_dead_letters(report.dead_letter_path)
         if len(entries) != report.dead_letters:
             problems.append(f"report counts {report.dead_letters} dead letters, the file has {len(entries)}")
@@ -302,6 +302,7 @@ def check_accounting(
         if counted != len(entries):
             problems.append(f"stages count {counted} failed+lost items, the dead-letter file has {len(entries)}")
     if no_data is None:
+        assert report is not None
         no_data = report.stage(fetch_stage).counters.get("no_data", 0)
 
     task_set = set(tasks)
