@@ -7,6 +7,7 @@ import json
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -110,6 +111,28 @@ def machine_info() -> dict[str, Any]:
         "platform": platform.platform(),
         "machine": platform.machine(),
         "processor": platform.processor() or None,
+    }
+
+
+def source_state(root: Path) -> dict[str, Any]:
+    """The commit measured, and which measured files differ from it (work in progress).
+
+    ``None`` values when git is not available.
+    """
+    measured = ["engine", "workers", "crypto_server", "pipelines", "yaml_reader.py"]
+
+    def git(*args: str) -> str | None:
+        try:
+            done = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, timeout=30)
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+        return done.stdout if done.returncode == 0 else None
+
+    commit = git("rev-parse", "HEAD")
+    changed = git("status", "--porcelain", "--", *measured)
+    return {
+        "commit": commit.strip() if commit else None,
+        "uncommitted_changes": [line[3:] for line in changed.splitlines()] if changed is not None else None,
     }
 
 

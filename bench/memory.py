@@ -3,11 +3,11 @@
 The pipeline (a lazy source, a no-op stage of 4 threads, a no-op sink of 4
 threads, queues of 1,000) runs in a fresh child process, ``python -m
 bench.memory_child``, so the benchmark's own state (the other scenarios' data,
-threads, imports) does not count. The figure is the child's peak resident set
-(``ru_maxrss``), which it prints itself at its end; the parent also reads
-``getrusage(RUSAGE_CHILDREN).ru_maxrss`` after waiting for it, which is the same
-number unless an earlier child of this run had a larger peak. The child's peak
-right after its imports is reported too, to show what the items themselves add.
+threads, imports) does not count. The figure is the child's peak resident set,
+which it reads itself at its end (``VmHWM``). Not ``ru_maxrss``: on Linux a child
+inherits its parent's peak through fork/exec, so ``RUSAGE_CHILDREN`` (recorded in
+the JSON for comparison) shows at least the benchmark's own size. The child's
+peak right after its imports is reported too, to show what the items add.
 """
 
 from __future__ import annotations
@@ -55,8 +55,8 @@ def run(ctx: Context, params: Params) -> ScenarioResult:
     if child["delivered"] != params.items:
         raise RuntimeError(f"memory child delivered {child['delivered']} of {params.items} items")
 
-    peak_mb = child["maxrss_kib"] / 1024
-    imports_mb = child["maxrss_after_imports_kib"] / 1024
+    peak_mb = child["peak_rss_kib"] / 1024
+    imports_mb = child["peak_rss_after_imports_kib"] / 1024
     log.info("memory child: %d items in %.1fs, peak RSS %.1f MB", params.items, child["seconds"], peak_mb)
     result.details.update(
         params={"items": params.items, "threads": params.threads, "queue_maxsize": params.maxsize},

@@ -30,12 +30,14 @@ from bench.common import (  # noqa: E402
     load_average,
     machine_info,
     now_iso,
+    source_state,
     render_table,
     result_to_json,
     stopwatch,
     write_json,
 )
 from bench.context import Context  # noqa: E402
+from bench.services import REPO_ROOT  # noqa: E402
 
 log = logging.getLogger("bench")
 
@@ -88,6 +90,7 @@ def main(argv: list[str] | None = None) -> int:
 
     names = args.only or list(SCENARIOS)
     started_at, load_before = now_iso(), load_average()
+    source = source_state(REPO_ROOT)
     results: list[ScenarioResult] = []
     interrupted = False
     with stopwatch() as elapsed:
@@ -109,6 +112,9 @@ def main(argv: list[str] | None = None) -> int:
     for r in errors:
         print(f"{r.scenario}: did not run to its end: {r.error}")
     print(f"mode {'quick' if args.quick else 'full'}; load average before {load_before}, after {load_after}")
+    commit = (source["commit"] or "unknown")[:10]
+    changed = source["uncommitted_changes"]
+    print(f"measured commit {commit}" + (f" plus uncommitted changes to {', '.join(changed)}" if changed else ""))
 
     write_json(
         args.output,
@@ -118,6 +124,7 @@ def main(argv: list[str] | None = None) -> int:
             "seconds": round(elapsed(), 1),
             "interrupted": interrupted,
             "machine": machine_info(),
+            "source": source,
             "load_average_before": load_before,
             "load_average_after": load_after,
             "goals": {
