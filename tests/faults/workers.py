@@ -14,6 +14,7 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 from workers.price_worker import PriceWorker
+from workers.task_planner import TaskPlanner
 from workers.records import PriceRecord, PriceTask
 
 
@@ -96,3 +97,21 @@ class UnbuildablePriceWorker(PriceWorker):
 
     def __init__(self, **params: Any) -> None:
         raise RuntimeError("cannot build a PriceWorker")
+
+
+class SlowStartPlanner(TaskPlanner):
+    """A TaskPlanner whose stage check takes ``prepare_delay`` seconds (a slow service to reach).
+
+    While it waits, ``gate(gate_name)`` is set, so a test knows the run is starting.
+    """
+
+    @classmethod
+    def prepare_stage(cls, params: Mapping[str, Any]) -> None:
+        gate(params["gate_name"]).set()
+        time.sleep(params["prepare_delay"])
+        check = getattr(TaskPlanner, "prepare_stage", None)
+        if check is not None:
+            check({k: v for k, v in params.items() if k not in ("gate_name", "prepare_delay")})
+
+    def __init__(self, *, gate_name: str, prepare_delay: float, **params: Any) -> None:
+        super().__init__(**params)
