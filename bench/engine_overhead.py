@@ -140,9 +140,9 @@ def run(ctx: Context, params: Params) -> ScenarioResult:
         hand_batched_items_per_second=round(batched_rate),
         ratio=round(ratio, 3),
     )
-    shape = f"{params.stages} stages x {params.threads} threads, {params.items:,} items"
+    shape = f"{params.stages}x{params.threads} threads, {params.items:,} items"
     result.add("engine", engine_rate, "items/s", note=shape)
-    result.add("hand-written queue.Queue chain", hand_rate, "items/s", note=shape)
+    result.add("hand-written queue.Queue chain", hand_rate, "items/s")
     result.add(f"hand-written chain, lists of {params.batch} items", batched_rate, "items/s", note="reference")
     result.add(
         "engine / hand-written", ratio, "x", goal=f">= {params.goal:.2f}", passed=at_least(ratio, params.goal)

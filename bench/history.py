@@ -99,7 +99,8 @@ class HistoryRun:
     requests: int
     fetchers: int
     latency: float
-    run_seconds: float  # from run() called to run() returned: start-up, fetch, last write, shutdown
+    run_seconds: float  # from run() called to run() returned: checks, start-up, fetch, last write, shutdown
+    engine_seconds: float  # the engine's own figure (RunReport.seconds): without the stages' prepare_stage checks
     cpu_seconds: float  # CPU time (user + system) of this process, all threads, during the run
     fetch_seconds: float  # the fetch stage, from its start to its last thread's end (engine report)
     rows_written: int
@@ -157,6 +158,7 @@ def run_history(
         fetchers=fetchers,
         latency=latency,
         run_seconds=round(run_seconds, 4),
+        engine_seconds=report.seconds,
         cpu_seconds=round(cpu_seconds, 3),
         fetch_seconds=fetch.seconds,
         rows_written=rows,

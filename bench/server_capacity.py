@@ -125,7 +125,7 @@ def run(ctx: Context, params: Params) -> ScenarioResult:
         "s",
         goal=f"< {params.goal:g} s",
         passed=passed,
-        note=f"first answer {best.first:.2f}s, {best.ok} ok, {len(best.errors)} errors",
+        note=f"first answer {best.first:.2f}s, {best.ok} ok" + (f", {len(best.errors)} errors" if best.errors else ""),
     )
     result.add("server peak in flight", stats["peak_in_flight"], "requests")
     return result
