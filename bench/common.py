@@ -6,6 +6,7 @@ import datetime as dt
 import json
 import os
 import platform
+import signal
 import statistics
 import subprocess
 import sys
@@ -88,6 +89,29 @@ def stopwatch() -> Iterator[Callable[[], float]]:
         yield elapsed
     finally:
         end = time.perf_counter()
+
+
+def run_interruptible(executor: Any) -> Any:
+    """``executor.run()`` where Ctrl+C (or SIGTERM) stops the pipeline at once, not gently as the engine would.
+
+    A benchmark interrupted has nothing to finish: the handler asks the engine
+    for its fast stop (two interrupts) and the caller sees ``KeyboardInterrupt``
+    after ``run()`` has returned with its threads wound down.
+    """
+
+    def stop_fast(signum: int, frame: Any) -> None:
+        executor.interrupt()
+        executor.interrupt()
+
+    previous = {sig: signal.signal(sig, stop_fast) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        report = executor.run()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if report.interrupted:
+        raise KeyboardInterrupt
+    return report
 
 
 def median(values: Sequence[float]) -> float:

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bench.common import run_interruptible
 from engine import PipelineConfig, PipelineExecutor, StageConfig, StageStatus, load_pipeline
 from workers.records import PriceTask
 
@@ -138,11 +139,9 @@ def run_history(
     server_cpu_before = server.stats()["cpu_seconds"]
     cpu_before = _cpu_seconds()
     started = time.perf_counter()
-    report = executor.run()
+    report = run_interruptible(executor)
     run_seconds = time.perf_counter() - started
     cpu_seconds = _cpu_seconds() - cpu_before
-    if report.interrupted:
-        raise KeyboardInterrupt
     server_stats = server.stats()
     server_stats["cpu_seconds"] = round(server_stats["cpu_seconds"] - server_cpu_before, 3)  # this run's
     fetch = report.stage(FETCH_STAGE)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
+from bench.common import run_interruptible
 from engine import PipelineConfig, PipelineExecutor, QueueConfig, RunReport, StageConfig, StageStatus
 from engine.config import DEFAULT_MAXSIZE
 
@@ -52,9 +53,7 @@ def _no_status(statuses: list[StageStatus]) -> None:
 
 def run_noop(config: PipelineConfig, dead_letter: Any) -> RunReport:
     """Run a no-op pipeline; raise if any item went missing, ``KeyboardInterrupt`` if interrupted."""
-    report = PipelineExecutor(config, dead_letter=dead_letter, on_status=_no_status).run()
-    if report.interrupted:
-        raise KeyboardInterrupt
+    report = run_interruptible(PipelineExecutor(config, dead_letter=dead_letter, on_status=_no_status))
     source, sink = report.stages[0], report.stages[-1]
     if not report.ok or sink.items_out != source.items_out:
         raise RuntimeError(

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -78,8 +79,13 @@ def run_scenario(module: ModuleType, ctx: Context) -> ScenarioResult:
     return result
 
 
+def _terminate(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt  # so a kill stops the servers and databases too, as Ctrl+C does
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    signal.signal(signal.SIGTERM, _terminate)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

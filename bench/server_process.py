@@ -1,8 +1,10 @@
 """Child process: the bundled price server, driven over stdin/stdout (see :mod:`bench.services`).
 
 Prints ``{"url": ...}`` once listening, then answers one JSON line per command
-line: ``stats`` (the request counters, and the CPU seconds this process has used) or ``reset`` (zero them). It stops when
-its stdin closes (the parent stopped it, or died) or on Ctrl+C.
+line: ``stats`` (the request counters, and the CPU seconds this process has
+used) or ``reset`` (zero them). It stops when its stdin closes: the parent
+stopped it, or died. Ctrl+C is ignored here and left to the parent, which
+stops its clients before it stops the server.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import resource
+import signal
 import sys
 
 import crypto_server
@@ -21,6 +24,7 @@ def main() -> int:
     parser.add_argument("--jitter", type=float, default=0.0)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     handle = crypto_server.serve_in_background(port=0, sleep=args.sleep, jitter=args.jitter, seed=args.seed)
     try:
         print(json.dumps({"url": handle.url}), flush=True)
@@ -35,8 +39,6 @@ def main() -> int:
             else:
                 answer = {"error": f"unknown command {command!r}"}
             print(json.dumps(answer), flush=True)
-    except KeyboardInterrupt:
-        pass
     finally:
         handle.stop()
     return 0
