@@ -118,6 +118,8 @@ def main(argv: list[str] | None = None) -> int:
     for r in errors:
         print(f"{r.scenario}: did not run to its end: {r.error}")
     print(f"mode {'quick' if args.quick else 'full'}; load average before {load_before}, after {load_after}")
+    if args.quick:
+        print("quick mode: sizes for a smoke check; fixed costs dominate, so judge the goals on a full run")
     commit = (source["commit"] or "unknown")[:10]
     changed = source["uncommitted_changes"]
     print(f"measured commit {commit}" + (f" plus uncommitted changes to {', '.join(changed)}" if changed else ""))
