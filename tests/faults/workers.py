@@ -115,3 +115,15 @@ class SlowStartPlanner(TaskPlanner):
 
     def __init__(self, *, gate_name: str, prepare_delay: float, **params: Any) -> None:
         super().__init__(**params)
+
+
+class SignallingFlakyPriceWorker(FlakyPriceWorker):
+    """A FlakyPriceWorker that sets ``gate(gate_name)`` when it takes its first item (the run is under way)."""
+
+    def __init__(self, *, gate_name: str, **params: Any) -> None:
+        super().__init__(**params)
+        self._gate = gate(gate_name)
+
+    def process(self, item: Any) -> Iterator[PriceRecord]:
+        self._gate.set()
+        yield from super().process(item)
