@@ -38,8 +38,8 @@ class Run:
         )
         self.output = ""
 
-    def interrupt(self) -> None:
-        self.process.send_signal(signal.SIGINT)
+    def interrupt(self, signum: int = signal.SIGINT) -> None:
+        self.process.send_signal(signum)
 
     def wait(self, timeout: float = 60) -> int:
         try:
@@ -102,8 +102,9 @@ def _document(server_url: str, database_url: str) -> dict[str, Any]:
 
 @pytest.mark.slow
 @pytest.mark.timeout(90)
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_one_sigint_stops_the_sources_lets_queued_items_finish_and_exits_130(
-    fault_server, main_run, clean_prices, dataset
+    fault_server, main_run, clean_prices, dataset, signum
 ):
     server = fault_server(sleep=0.05)
     tasks = plan(SYMBOLS, EXCHANGES, START, END)  # 300 tasks, ~4 s at 4 x 20 requests/s
@@ -111,7 +112,7 @@ def test_one_sigint_stops_the_sources_lets_queued_items_finish_and_exits_130(
     try:
         assert wait_until(lambda: server.stats.requests >= 40 or run.process.poll() is not None, 30)
         assert run.process.poll() is None, f"main.py ended before the interrupt:\n{run.wait()}{run.output}"
-        run.interrupt()
+        run.interrupt(signum)
         code = run.wait()
     finally:
         run.kill()
@@ -242,3 +243,27 @@ def test_first_interrupt_stops_a_source_of_many_cheap_items_promptly(
     # in hand, leaving the rest unplanned (lost, with the reason).
     assert planner.items_in <= 40, f"the source went on to plan {planner.items_in} of {len(symbols)} symbols"
     assert planner.lost == len(symbols) - planner.items_in
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(90)
+def test_price_stage_dying_under_main_py_exits_1_naming_the_stage(fault_server, main_run, clean_prices, dataset):
+    server = fault_server()
+    symbols = dataset.symbols[:40]
+    document = price_pipeline(
+        server_url=server.url, database_url=clean_prices, symbols=symbols, start="2020-03-01", end="2020-04-30",
+        fetcher=f"{FAULT_WORKERS}:DyingPriceWorker", fetchers=3, task_queue=4, max_restarts=2,
+    )
+    run = main_run(document, server.url, clean_prices)
+    try:
+        code = run.wait(60)
+    finally:
+        run.kill()
+
+    assert code == 1, run.output[-3000:]
+    assert "Traceback" not in run.output, run.output[-3000:]
+    assert "stage PriceWorker died: SystemExit" in run.output, run.output[-3000:]
+    report, done = _check(run, plan(symbols, EXCHANGES, "2020-03-01", "2020-04-30"), dataset, clean_prices)
+    assert _stage(report, "PriceWorker")["state"] == "died"
+    assert _stage(report, "Planner")["state"] == "stopped"
+    assert done.stored == set()

@@ -70,3 +70,29 @@ def test_price_stage_dying_ends_the_run_with_exit_1_and_does_not_hang_the_produc
     done = check_accounting(report, tasks=tasks, dataset=dataset, database_url=clean_prices)
     assert done.stored == set()
     assert done.kinds()["lost"] > 0
+
+
+@pytest.mark.timeout(60)
+def test_writer_dying_after_some_batches_stops_the_run_and_accounts_for_every_task(
+    fault_server, run_pipeline, clean_prices, dataset
+):
+    server = fault_server(sleep=0.002)
+    symbols = SYMBOLS + ["xlm", "eos", "bch", "bnb"]
+    start, end = "2020-03-20", "2020-04-10"
+    tasks = plan(symbols, EXCHANGES, start, end)  # 660 tasks
+    document = price_pipeline(
+        server_url=server.url, database_url=clean_prices, symbols=symbols, start=start, end=end,
+        writers=2, batch_size=10, record_queue=20,
+    )
+    document["workers"][2].update({"location": FAULT_WORKERS, "class": "DyingWriter"})
+    document["workers"][2]["params"]["good_batches"] = 2
+    report = run_pipeline(document)
+
+    assert report.exit_code == EXIT_STAGE_DIED
+    assert report.reason.startswith("stage Writer died: SystemExit: writer thread gave up"), report.reason
+    assert report.stage("Writer").state == "died"
+    assert report.stage("PriceWorker").state == report.stage("Planner").state == "stopped"
+    done = check_accounting(report, tasks=tasks, dataset=dataset, database_url=clean_prices)
+    threads = 2 + report.stage("Writer").restarts
+    assert 0 < len(done.stored) <= threads * 2 * 10  # at most two good batches per writer thread
+    assert done.kinds()["lost"] > 0 and done.kinds()["failed"] > 0

@@ -13,6 +13,7 @@ import zlib
 from collections.abc import Iterator, Mapping
 from typing import Any
 
+from workers.postgres_worker import PostgresWorker
 from workers.price_worker import PriceWorker
 from workers.task_planner import TaskPlanner
 from workers.records import PriceRecord, PriceTask
@@ -127,3 +128,17 @@ class SignallingFlakyPriceWorker(FlakyPriceWorker):
     def process(self, item: Any) -> Iterator[PriceRecord]:
         self._gate.set()
         yield from super().process(item)
+
+
+class DyingWriter(PostgresWorker):
+    """A PostgresWorker whose thread dies (``SystemExit``) on each batch after its first ``good_batches``."""
+
+    def __init__(self, *, good_batches: int = 1, **params: Any) -> None:
+        super().__init__(**params)
+        self._good = good_batches
+
+    def process_batch(self, items: Any) -> None:
+        if self._good <= 0:
+            raise SystemExit("writer thread gave up")
+        self._good -= 1
+        super().process_batch(items)
