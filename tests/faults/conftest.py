@@ -278,6 +278,8 @@ def check_accounting(
 ) -> Accounting:
     """Assert the invariant for one run and return where everything went.
 
+    The pipeline is a chain (each stage feeds the next in ``report.stages`` order).
+
     ``entries`` and ``no_data`` default to the report's dead-letter file and the
     fetch stage's ``no_data`` counter (a subprocess test passes what it read).
     """
@@ -301,6 +303,14 @@ def check_accounting(
         counted = sum(s.failed + s.lost for s in report.stages)
         if counted != len(entries):
             problems.append(f"stages count {counted} failed+lost items, the dead-letter file has {len(entries)}")
+    if report is not None:
+        # Along the chain, every output of a stage was taken by the next one or lost on the way.
+        for upstream, downstream in zip(report.stages, report.stages[1:]):
+            if downstream.items_in + downstream.lost != upstream.items_out:
+                problems.append(
+                    f"{upstream.name} put out {upstream.items_out} items, but {downstream.name} took "
+                    f"{downstream.items_in} and lost {downstream.lost}"
+                )
     if no_data is None:
         assert report is not None
         no_data = report.stage(fetch_stage).counters.get("no_data", 0)

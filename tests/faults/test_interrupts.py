@@ -86,6 +86,8 @@ def _check(run: Run, tasks, dataset, database_url):
                                 else run.cwd / report["dead_letter_path"])
     assert len(entries) == report["dead_letters"]
     assert sum(s["failed"] + s["lost"] for s in report["stages"]) == len(entries)
+    for upstream, downstream in zip(report["stages"], report["stages"][1:]):
+        assert downstream["items_in"] + downstream["lost"] == upstream["items_out"], (upstream, downstream)
     no_data = _stage(report, "PriceWorker")["counters"].get("no_data", 0)
     done = check_accounting(None, tasks=tasks, dataset=dataset, database_url=database_url,
                             entries=entries, no_data=no_data)
