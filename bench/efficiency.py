@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 from bench.common import ScenarioResult, at_most
 from bench.context import Context
-from bench.history import SERVER_SEED, HistoryRun, price_tasks, run_history, warm_up
+from bench.history import SERVER_SEED, HistoryRun, floor_run, price_tasks, run_history, warm_up
 from bench.services import price_server
 
 log = logging.getLogger(__name__)
@@ -64,6 +64,9 @@ def run(ctx: Context, params: Params) -> ScenarioResult:
                     one.ideal_seconds, one.server["peak_in_flight"],
                 )
                 runs.setdefault(fetchers, []).append(one)
+        widest = max(params.fetchers)
+        floors = [floor_run(server, tasks, widest) for _ in range(params.repeats)]
+        log.info("W=%d floor (bare client threads, no pipeline): %s", widest, [round(f[0], 2) for f in floors])
 
     result.details["runs"] = {str(w): [r.as_dict() for r in rs] for w, rs in runs.items()}
     best_runs = {}
@@ -88,4 +91,16 @@ def run(ctx: Context, params: Params) -> ScenarioResult:
             f"CPU {best.cpu_seconds:.1f}s + server {best.server['cpu_seconds']:.1f}s",
         )
     result.details["best"] = {str(w): r.as_dict() for w, r in best_runs.items()}
+    floor_seconds, floor_server = min(floors, key=lambda f: f[0])
+    floor_ideal = -(-params.requests // widest) * params.latency
+    result.details["floor"] = {
+        "fetchers": widest, "seconds": [round(f[0], 3) for f in floors], "best_seconds": round(floor_seconds, 3),
+        "ratio": round(floor_seconds / floor_ideal, 4), "server": floor_server,
+    }  # fmt: skip
+    result.add(
+        f"W={widest} floor: bare client / ideal",
+        floor_seconds / floor_ideal,
+        "x",
+        note=f"{floor_seconds:.2f}s, no pipeline: what the server and machine allow",
+    )
     return result

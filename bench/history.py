@@ -11,12 +11,15 @@ database. Queues, their sizes and the writer's settings are the shipped ones.
 from __future__ import annotations
 
 import dataclasses
+import http.client
 import logging
 import resource
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from bench.common import run_interruptible
 from engine import PipelineConfig, PipelineExecutor, StageConfig, StageStatus, load_pipeline
@@ -163,6 +166,49 @@ def run_history(
         rows_written=rows,
         server=server_stats,
     )
+
+
+def floor_run(server: Any, tasks: list[PriceTask], fetchers: int) -> tuple[float, dict[str, Any]]:
+    """The same requests from ``fetchers`` bare threads (``http.client``, one kept-alive connection
+    each, no parsing, no database): the best this server and machine allow. Returns seconds, server stats.
+    """
+    parts = urlsplit(server.url)
+    pending = iter(tasks)
+    lock = threading.Lock()
+    errors: list[str] = []
+
+    def fetch() -> None:
+        conn = http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port, timeout=30)
+        try:
+            while True:
+                with lock:
+                    task = next(pending, None)
+                if task is None:
+                    return
+                conn.request("GET", f"/price/{task.exchange}/{task.symbol}/{task.date}")
+                response = conn.getresponse()
+                response.read()
+                if response.status != 200:
+                    raise RuntimeError(f"HTTP {response.status}")
+        except Exception as exc:
+            errors.append(f"{type(exc).__name__}: {exc}")
+        finally:
+            conn.close()
+
+    threads = [threading.Thread(target=fetch, name=f"floor-{i}") for i in range(fetchers)]
+    server.reset_stats()
+    server_cpu_before = server.stats()["cpu_seconds"]
+    started = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    seconds = time.perf_counter() - started
+    if errors:
+        raise RuntimeError(f"floor run: {len(errors)} thread(s) failed, first: {errors[0]}")
+    stats = server.stats()
+    stats["cpu_seconds"] = round(stats["cpu_seconds"] - server_cpu_before, 3)
+    return seconds, stats
 
 
 def _cpu_seconds() -> float:
