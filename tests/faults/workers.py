@@ -142,3 +142,21 @@ class DyingWriter(PostgresWorker):
             raise SystemExit("writer thread gave up")
         self._good -= 1
         super().process_batch(items)
+
+
+# Each RecordingPlanner notes when it starts on a symbol, under its ``log_name``.
+STARTED: dict[str, list[tuple[float, str]]] = {}
+
+
+class RecordingPlanner(TaskPlanner):
+    """A TaskPlanner that records ``(time.monotonic(), symbol)`` in ``STARTED[log_name]`` as it starts each symbol."""
+
+    def __init__(self, *, log_name: str, **params: Any) -> None:
+        super().__init__(**params)
+        with _GATES_LOCK:
+            self._log = STARTED.setdefault(log_name, [])
+
+    def process(self, item: str) -> Iterator[PriceTask]:
+        with _GATES_LOCK:
+            self._log.append((time.monotonic(), item))
+        yield from super().process(item)
