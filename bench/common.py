@@ -7,7 +7,6 @@ import json
 import os
 import platform
 import signal
-import statistics
 import subprocess
 import sys
 import time
@@ -61,7 +60,10 @@ class ScenarioResult:
     seconds: float = 0.0
     error: str | None = None
 
-    def add(self, name: str, value: float, unit: str, goal: str = "", passed: bool | None = None, note: str = "") -> Figure:
+    def add(
+        self, name: str, value: float, unit: str, goal: str = "", passed: bool | None = None, note: str = ""
+    ) -> Figure:
+        """Record one figure (see :class:`Figure`) and return it."""
         figure = Figure(self.scenario, name, value, unit, goal, passed, note)
         self.figures.append(figure)
         return figure
@@ -112,10 +114,6 @@ def run_interruptible(executor: Any) -> Any:
     if report.interrupted:
         raise KeyboardInterrupt
     return report
-
-
-def median(values: Sequence[float]) -> float:
-    return float(statistics.median(values))
 
 
 def load_average() -> tuple[float, float, float] | None:
@@ -185,7 +183,7 @@ def render_table(figures: Iterable[Figure]) -> str:
 
     def line(cells: Sequence[str]) -> str:
         return "  ".join(
-            str(c).rjust(w) if i == 2 else str(c).ljust(w) for i, (c, w) in enumerate(zip(cells, widths))
+            str(c).rjust(w) if i == 2 else str(c).ljust(w) for i, (c, w) in enumerate(zip(cells, widths, strict=True))
         ).rstrip()
 
     rule = "  ".join("-" * w for w in widths)
@@ -195,7 +193,7 @@ def render_table(figures: Iterable[Figure]) -> str:
 def write_json(path: Path, payload: dict[str, Any]) -> None:
     """Write ``payload`` atomically (a reader never sees half a file)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_suffix(path.suffix + ".partial")
+    partial = path.with_name(f".{path.stem}.partial{path.suffix}")
     partial.write_text(json.dumps(payload, indent=2, default=str) + "\n", encoding="utf-8")
     partial.replace(path)
 

@@ -82,12 +82,11 @@ def hand_chain(items: int, stages: int, threads: int, batch: int = 1, maxsize: i
     workers = [threading.Thread(target=produce, name="hand-source")]
     for stage in range(stages):
         for index in range(threads):
+            name = f"hand-{stage}-{index}"
             if stage < stages - 1:
-                args: tuple[object, ...] = (queues[stage], queues[stage + 1])
-                target = relay
+                workers.append(threading.Thread(target=relay, args=(queues[stage], queues[stage + 1]), name=name))
             else:
-                args, target = (queues[stage], index), sink
-            workers.append(threading.Thread(target=target, args=args, name=f"hand-{stage}-{index}"))
+                workers.append(threading.Thread(target=sink, args=(queues[stage], index), name=name))
     with stopwatch() as elapsed:
         for worker in workers:
             worker.start()

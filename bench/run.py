@@ -31,9 +31,9 @@ from bench.common import (  # noqa: E402
     load_average,
     machine_info,
     now_iso,
-    source_state,
     render_table,
     result_to_json,
+    source_state,
     stopwatch,
     write_json,
 )

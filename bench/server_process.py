@@ -14,6 +14,7 @@ import json
 import resource
 import signal
 import sys
+from typing import Any
 
 import crypto_server
 
@@ -30,6 +31,7 @@ def main() -> int:
         print(json.dumps({"url": handle.url}), flush=True)
         for line in sys.stdin:  # ends when the parent closes our stdin
             command = line.strip()
+            answer: dict[str, Any]
             if command == "stats":
                 usage = resource.getrusage(resource.RUSAGE_SELF)
                 answer = {**handle.stats.snapshot(), "cpu_seconds": round(usage.ru_utime + usage.ru_stime, 3)}
