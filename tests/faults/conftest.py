@@ -13,7 +13,7 @@ import threading
 import time
 import uuid
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,8 +25,8 @@ from sqlalchemy.pool import NullPool
 
 import crypto_server
 from engine.dead_letter import read_dead_letters
-from tests.fixtures.price_server import PRICE_SERVER_SEED
 from engine.report import RunReport
+from tests.fixtures.price_server import PRICE_SERVER_SEED
 from yaml_reader import YamlPipelineExecutor
 
 REPO = Path(__file__).resolve().parents[2]
@@ -330,7 +330,7 @@ def check_accounting(
         for key in covered:
             dead[key].append(entry)
 
-    for key, close in rows.items():
+    for key in rows:
         if key not in task_set:
             problems.append(f"row for a task nobody asked for: {key}")
     expected_no_data = 0

@@ -7,7 +7,14 @@ import time
 import pytest
 
 from engine.report import EXIT_OK
-from tests.faults.conftest import Watcher, check_accounting, count_rows, plan, price_pipeline, priced
+from tests.faults.conftest import (
+    Watcher,
+    check_accounting,
+    count_rows,
+    plan,
+    price_pipeline,
+    priced,
+)
 
 SYMBOLS = ["btc", "eth", "ltc", "xrp", "ada", "doge", "xlm", "eos"]
 START, END = "2020-04-01", "2020-04-10"

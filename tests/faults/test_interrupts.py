@@ -19,7 +19,15 @@ import pytest
 from engine.dead_letter import read_dead_letters
 from engine.report import EXIT_INTERRUPTED
 from tests.faults import workers
-from tests.faults.conftest import FAULT_WORKERS, REPO, check_accounting, plan, price_pipeline, wait_until, write_pipeline
+from tests.faults.conftest import (
+    FAULT_WORKERS,
+    REPO,
+    check_accounting,
+    plan,
+    price_pipeline,
+    wait_until,
+    write_pipeline,
+)
 
 MAIN = REPO / "main.py"
 SYMBOLS = ["btc", "eth", "ltc", "xrp", "ada", "doge", "xlm", "eos", "bch", "bnb"]

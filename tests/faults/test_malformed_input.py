@@ -19,7 +19,14 @@ import pytest
 
 from engine.dead_letter import read_dead_letters
 from engine.report import EXIT_OK
-from tests.faults.conftest import check_accounting, count_rows, plan, price_pipeline, priced, query
+from tests.faults.conftest import (
+    check_accounting,
+    count_rows,
+    plan,
+    price_pipeline,
+    priced,
+    query,
+)
 
 SYMBOLS = ["btc", "eth", "ltc", "xrp", "ada"]
 START, END = "2020-04-01", "2020-04-04"

@@ -5,7 +5,13 @@ from __future__ import annotations
 import pytest
 
 from engine.report import EXIT_OK, EXIT_STAGE_DIED
-from tests.faults.conftest import FAULT_WORKERS, check_accounting, plan, price_pipeline, priced
+from tests.faults.conftest import (
+    FAULT_WORKERS,
+    check_accounting,
+    plan,
+    price_pipeline,
+    priced,
+)
 from tests.faults.workers import picked
 
 SYMBOLS = ["btc", "eth", "ltc", "xrp", "ada", "doge"]

@@ -1,8 +1,9 @@
 """Test-only workers for fault injection. Pipelines name them as ``location: tests.faults.workers``.
 
 They wrap or stand in for the shipped workers so that a fault can be placed
-exactly: a fetcher that raises on chosen items, one whose threads die, a
-writer that stalls. Everything else about them is the real worker.
+exactly: a fetcher that raises on chosen items, one whose threads die or
+cannot be built, a planner slow to start or that notes when it starts each
+item, a writer that dies. Everything else about them is the real worker.
 """
 
 from __future__ import annotations
@@ -15,8 +16,20 @@ from typing import Any
 
 from workers.postgres_worker import PostgresWorker
 from workers.price_worker import PriceWorker
-from workers.task_planner import TaskPlanner
 from workers.records import PriceRecord, PriceTask
+from workers.task_planner import TaskPlanner
+
+# Signals between a test and its workers, by a name the test makes up.
+GATES: dict[str, threading.Event] = {}
+# Each RecordingPlanner notes when it starts on a symbol, under its ``log_name``.
+STARTED: dict[str, list[tuple[float, str]]] = {}
+_LOCK = threading.Lock()
+
+
+def gate(name: str) -> threading.Event:
+    """The event called ``name`` (made on first use)."""
+    with _LOCK:
+        return GATES.setdefault(name, threading.Event())
 
 
 def task_key(task: PriceTask | Mapping[str, Any]) -> str:
@@ -58,30 +71,6 @@ class DyingPriceWorker(PriceWorker):
 
     def process(self, item: Any) -> Iterator[PriceRecord]:
         raise SystemExit(f"price thread gave up on {item!r}")
-
-
-class SlowPriceWorker(PriceWorker):
-    """A PriceWorker that sleeps ``delay`` seconds before each item (a slow network, client side)."""
-
-    def __init__(self, *, delay: float = 0.0, **params: Any) -> None:
-        super().__init__(**params)
-        self._delay = delay
-
-    def process(self, item: Any) -> Iterator[PriceRecord]:
-        if self._delay:
-            time.sleep(self._delay)
-        yield from super().process(item)
-
-
-# Set by tests that need to hold a stage until something has happened elsewhere.
-GATES: dict[str, threading.Event] = {}
-_GATES_LOCK = threading.Lock()
-
-
-def gate(name: str) -> threading.Event:
-    with _GATES_LOCK:
-        return GATES.setdefault(name, threading.Event())
-
 
 
 class UnbuildablePriceWorker(PriceWorker):
@@ -144,19 +133,15 @@ class DyingWriter(PostgresWorker):
         super().process_batch(items)
 
 
-# Each RecordingPlanner notes when it starts on a symbol, under its ``log_name``.
-STARTED: dict[str, list[tuple[float, str]]] = {}
-
-
 class RecordingPlanner(TaskPlanner):
     """A TaskPlanner that records ``(time.monotonic(), symbol)`` in ``STARTED[log_name]`` as it starts each symbol."""
 
     def __init__(self, *, log_name: str, **params: Any) -> None:
         super().__init__(**params)
-        with _GATES_LOCK:
+        with _LOCK:
             self._log = STARTED.setdefault(log_name, [])
 
     def process(self, item: str) -> Iterator[PriceTask]:
-        with _GATES_LOCK:
+        with _LOCK:
             self._log.append((time.monotonic(), item))
         yield from super().process(item)
