@@ -79,6 +79,8 @@ class PipelineExecutor:
             wake = threading.Event()
             stages, queues = self._build(dead_letters, wake)
             self._stages = stages
+            if self._interrupts:
+                self._apply_interrupts()
             self._monitor = Monitor(stages, queues, wake, self.config.monitor_interval, self._on_status)
         started = time.monotonic()
         log.info("pipeline %s: starting %d stages", self.config.name, len(stages))
@@ -100,21 +102,26 @@ class PipelineExecutor:
         return self._report(time.monotonic() - started, dead_letters)
 
     def interrupt(self) -> int:
-        """Stop the run: gently the first time, fast the second. Returns how many times it was called."""
+        """Stop the run: gently the first time, fast the second. Returns how many times it was called.
+
+        An interrupt before the stages exist (while ``run()`` prepares them) takes
+        effect as soon as they do.
+        """
         self._interrupts += 1
         if self._interrupts == 1:
             log.warning("interrupted: stopping the sources; queued items will finish (interrupt again to stop fast)")
-            for stage in self._stages:
-                if stage.config.is_source:
-                    stage.stop("interrupted before it was processed")
         else:
             log.warning("interrupted again: stopping every stage; sinks store what is already queued for them")
-            for stage in self._stages:
-                if not stage.config.is_sink:
-                    stage.stop("interrupted before it was processed")
+        self._apply_interrupts()
         return self._interrupts
 
     # -- private ---------------------------------------------------------------
+
+    def _apply_interrupts(self) -> None:
+        # Called by interrupt() and again by run() once the stages exist, so none is missed.
+        for stage in self._stages:
+            if stage.config.is_source or (self._interrupts >= 2 and not stage.config.is_sink):
+                stage.stop("interrupted before it was processed")
 
     def _prepare_stages(self) -> None:
         for config in self.config.stages:

@@ -266,6 +266,9 @@ class Stage:
                 slot.holding, slot.position = items, 0
                 if batch_size is None:
                     for item in items:
+                        if self.stop_event.is_set():  # a stop ends the chunk, not just the next take
+                            self._give_back(items[slot.position:], slot)
+                            break
                         self._process(worker, item, slot, outputs)
                         slot.position += 1
                 else:
@@ -278,6 +281,12 @@ class Stage:
                 limit = _CHUNK if cheap else 1
             if ended:
                 return DONE
+
+    def _give_back(self, items: list[Any], slot: _Slot) -> None:
+        """Items taken but not started when the stage was stopped: lost, like those still queued."""
+        slot.items_in -= len(items)
+        for item in items:
+            self.record_lost(item, self.stop_reason or "stopped before it was processed")
 
     def _take(self, limit: int) -> list[Any]:
         """Up to ``limit`` items, ending with the pill if one came; [] if none came within a poll.

@@ -121,7 +121,7 @@ class PriceServerClient:
         response = self.http.get(url)
         try:
             return response.json()
-        except ValueError as exc:
+        except (ValueError, RecursionError) as exc:  # RecursionError: JSON nested too deeply
             raise PriceDataError(f"bad JSON from {url}: {exc}") from exc
 
     def exchanges(self) -> list[str]:

@@ -179,11 +179,6 @@ def test_two_sigints_stop_fast_exit_130_and_still_store_what_was_fetched(
 
 
 @pytest.mark.timeout(60)
-@pytest.mark.xfail(strict=True, reason=(
-    "engine/executor.py PipelineExecutor.interrupt() only stops stages already built; "
-    "an interrupt while run() is in _prepare_stages (embedded PostgreSQL starting, price server "
-    "check) is counted but ignored: the whole pipeline then runs, and exits 130"
-))
 def test_interrupt_while_the_run_is_starting_stops_the_sources(fault_server, make_executor, clean_prices, dataset):
     server = fault_server()
     symbols = ["btc", "eth", "ltc"]
@@ -216,11 +211,6 @@ def test_interrupt_while_the_run_is_starting_stops_the_sources(fault_server, mak
 
 
 @pytest.mark.timeout(60)
-@pytest.mark.xfail(strict=True, reason=(
-    "engine/stage.py Stage._work: a thread takes cheap items in chunks of up to 64 and finishes the "
-    "whole chunk after stop(); a source holding a chunk of its input values goes on with all of them "
-    "after the first interrupt"
-))
 def test_first_interrupt_stops_a_source_of_many_cheap_items_promptly(
     fault_server, make_executor, clean_prices, dataset, monkeypatch
 ):

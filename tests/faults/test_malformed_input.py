@@ -147,10 +147,6 @@ def test_malformed_price_answers_fail_their_items_with_reasons_and_the_rest_is_s
 
 
 @pytest.mark.timeout(30)
-@pytest.mark.xfail(strict=True, reason=(
-    "PriceServerClient.get_json catches only ValueError: a JSON body nested too deeply raises "
-    "RecursionError, which fails the item without the URL or 'bad JSON' in its reason"
-))
 def test_deeply_nested_json_fails_as_bad_json_naming_the_url(stub, run_pipeline, clean_prices, dataset):
     tasks = plan(["btc"], ["kraken"], START, START)
     path = f"/price/kraken/btc/{START}"
