@@ -8,12 +8,16 @@ the same SQLAlchemy engine, statement and transaction handling, but one record
 per ``process_batch`` call (one statement and one commit per row), over fewer
 rows. Records are built before the clock starts; every repeat starts from an
 empty table (inserts, not updates). The best of ``repeats`` is reported.
+
+For information, the batched figure again with as many writer threads as the
+shipped stage has ``instances``, each with its own worker and share of the rows.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
+import threading
 from dataclasses import dataclass
 
 from bench.common import ScenarioResult, at_least, stopwatch
@@ -43,12 +47,12 @@ FULL = Params(rows=100_000, single_rows=5_000, repeats=3)
 QUICK = Params(rows=10_000, single_rows=500, repeats=1)
 
 
-def shipped_batch_size() -> int:
-    """The PostgresWorker stage's ``batch_size`` in the shipped history pipeline."""
+def shipped_stage() -> tuple[int, int]:
+    """The PostgresWorker stage's ``batch_size`` and ``instances`` in the shipped history pipeline."""
     stage = load_pipeline(HISTORY_PIPELINE, env={}).stage(WRITE_STAGE)
     if stage.batch_size is None:
         raise RuntimeError(f"{HISTORY_PIPELINE}: stage {WRITE_STAGE} has no batch_size")
-    return stage.batch_size
+    return stage.batch_size, stage.instances
 
 
 def make_records(count: int) -> list[PriceRecord]:
@@ -84,6 +88,34 @@ def write_batched(database_url: str, records: list[PriceRecord], batch_size: int
     return elapsed()
 
 
+def write_threads(database_url: str, records: list[PriceRecord], batch_size: int, threads: int) -> float:
+    """Like :func:`write_batched`, but ``threads`` workers at once, each on its own share of the records."""
+    empty_prices(database_url)
+    shares = [records[i::threads] for i in range(threads)]
+    errors: list[BaseException] = []
+
+    def write(share: list[PriceRecord]) -> None:
+        worker = PostgresWorker(database_url, batch_size=batch_size)
+        try:
+            for start in range(0, len(share), batch_size):
+                worker.process_batch(share[start : start + batch_size])
+        except BaseException as exc:  # reported by the caller
+            errors.append(exc)
+        finally:
+            worker.close()
+
+    workers = [threading.Thread(target=write, args=(share,), name=f"writer-{i}") for i, share in enumerate(shares)]
+    with stopwatch() as elapsed:
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join()
+    if errors:
+        raise RuntimeError(f"a writer thread failed: {errors[0]!r}")
+    _check(database_url, len(records))
+    return elapsed()
+
+
 def _check(database_url: str, expected: int) -> None:
     stored = count_prices(database_url)
     if stored != expected:
@@ -93,15 +125,22 @@ def _check(database_url: str, expected: int) -> None:
 def run(ctx: Context, params: Params) -> ScenarioResult:
     result = ScenarioResult(NAME)
     database_url = ctx.database_url()
-    batch_size = shipped_batch_size()
+    batch_size, instances = shipped_stage()
     records = make_records(max(params.rows, params.single_rows))
     write_batched(database_url, records[:batch_size], batch_size)  # warm-up: table, pool, statement cache
 
     batched = [write_batched(database_url, records[: params.rows], batch_size) for _ in range(params.repeats)]
     single = [write_batched(database_url, records[: params.single_rows], 1) for _ in range(params.repeats)]
+    stage = [
+        write_threads(database_url, records[: params.rows], batch_size, instances) for _ in range(params.repeats)
+    ]
     batched_rate = params.rows / min(batched)
     single_rate = params.single_rows / min(single)
-    log.info("batched %.0f rows/s, row by row %.0f rows/s", batched_rate, single_rate)
+    stage_rate = params.rows / min(stage)
+    log.info(
+        "batched %.0f rows/s, row by row %.0f rows/s, %d threads %.0f rows/s",
+        batched_rate, single_rate, instances, stage_rate,
+    )  # fmt: skip
 
     result.details.update(
         batch_size=batch_size,
@@ -111,6 +150,9 @@ def run(ctx: Context, params: Params) -> ScenarioResult:
         statistic="best of repeats",
         batched_seconds=[round(s, 3) for s in batched],
         single_seconds=[round(s, 3) for s in single],
+        stage_threads=instances,
+        stage_seconds=[round(s, 3) for s in stage],
+        stage_rows_per_second=round(stage_rate),
         batched_rows_per_second=round(batched_rate),
         single_rows_per_second=round(single_rate),
     )
@@ -123,4 +165,5 @@ def run(ctx: Context, params: Params) -> ScenarioResult:
     )
     result.add(f"row by row, {params.single_rows:,} rows", single_rate, "rows/s")
     result.add("batched / row by row", batched_rate / single_rate, "x")
+    result.add(f"batched, {instances} threads (the stage's instances)", stage_rate, "rows/s")
     return result
