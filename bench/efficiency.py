@@ -10,10 +10,14 @@ Two ratios per W: the whole run (``run()`` called to returned: the stages'
 ``prepare_stage`` checks, which include one request to the server and so one L,
 thread start-up, fetching, the last database write, shutdown), which the goal is
 held to, and the fetch stage alone (its start to its last thread's end, from the
-engine's report), for information. Each W runs ``repeats`` times; the best run is reported.
-The server's peak of requests in flight shows whether it kept up with W; the
-CPU seconds used by the pipeline's process and by the server's process during
-the run show how close the run came to what this machine's cores can give.
+engine's report), for information. Each W runs ``repeats`` times; the best run
+is reported. The server's peak of requests in flight shows whether it kept up
+with W; the CPU seconds used by the pipeline's process and by the server's
+process during the run show how close the run came to what the cores can give.
+
+For reference, the floor: the same R requests at the largest W from bare threads
+(``http.client``, no parsing, no engine, no database), the best ratio this
+server and machine allow; the pipeline cannot be expected to beat it.
 """
 
 from __future__ import annotations
