@@ -120,7 +120,15 @@ class PostgresWorker:
         if backend not in _INSERTS:
             raise ValueError(f"PostgresWorker supports PostgreSQL and SQLite, not {mask_url(url)}")
         self._url = url
-        self._insert = _INSERTS[backend]
+        insert = _INSERTS[backend](prices)
+        # RETURNING lets SQLAlchemy send a batch as one multi-row VALUES statement
+        # ("insertmanyvalues"); it leaves ON CONFLICT upserts without RETURNING to the
+        # driver's row-at-a-time executemany. (Its caveat, bind parameters inside SET,
+        # does not apply: SET only names excluded columns.)
+        self._statement = insert.on_conflict_do_update(
+            index_elements=list(KEY_COLUMNS),
+            set_={c: insert.excluded[c] for c in VALUE_COLUMNS},
+        ).returning(prices.c.id)
         self._engine = _engine_for(url, pool_size)
         self._batch_size = batch_size
         self._retry_seconds = retry_seconds
@@ -249,14 +257,14 @@ class PostgresWorker:
             return failures
 
     def _upsert(self, conn: Connection, rows: list[dict[str, Any]]) -> None:
-        """One multi-row ``INSERT ... ON CONFLICT (key) DO UPDATE``, all values bound."""
-        stmt = self._insert(prices).values(rows)
-        stmt = stmt.on_conflict_do_update(
-            index_elements=list(KEY_COLUMNS),
-            set_={c: stmt.excluded[c] for c in VALUE_COLUMNS},
-        )
+        """``INSERT ... ON CONFLICT (key) DO UPDATE`` of ``rows``, all values bound.
+
+        One statement with a parameter list: SQLAlchemy compiles it once (cached) and
+        sends the rows as multi-row VALUES ("insertmanyvalues"), where a statement built
+        with ``.values(rows)`` would be compiled anew for every batch.
+        """
         with conn.begin():
-            conn.execute(stmt)
+            conn.execute(self._statement, rows).close()
 
 
 def _engine_for(url: str, pool_size: int) -> Engine:
@@ -269,7 +277,9 @@ def _engine_for(url: str, pool_size: int) -> Engine:
                 url,
                 pool_size=pool_size,
                 max_overflow=max(2, pool_size // 2),
-                pool_pre_ping=True,  # a server restart leaves dead connections in the pool
+                # No pool_pre_ping: a connection left dead by a server restart fails its batch,
+                # the pool is invalidated and the batch retried (see _write_with_retry), which
+                # costs one retry per restart instead of one extra round trip per batch.
                 # Without a timeout, connecting to an unreachable host can hang forever.
                 connect_args={"connect_timeout": 10} if is_postgres else {},
             )
@@ -297,14 +307,14 @@ def _ensure_table(url: str, engine: Engine) -> None:
 def _row(item: PriceRecord | Mapping[str, Any]) -> dict[str, Any]:
     """The table row of one item; dates may be ISO strings in dicts."""
     if isinstance(item, PriceRecord):
-        data: Mapping[str, Any] = dataclasses.asdict(item)
+        # Plain attribute reads: dataclasses.asdict deep-copies and costs more than the insert.
+        row = {c: getattr(item, c) for c in KEY_COLUMNS + VALUE_COLUMNS}
     elif isinstance(item, Mapping):
-        data = item
+        row = {c: item[c] for c in KEY_COLUMNS + VALUE_COLUMNS}
+        if isinstance(row["price_date"], str):
+            row["price_date"] = dt.date.fromisoformat(row["price_date"])
     else:
         raise TypeError(f"expected a PriceRecord or a dict, got {type(item).__name__}")
-    row = {c: data[c] for c in KEY_COLUMNS + VALUE_COLUMNS}
-    if isinstance(row["price_date"], str):
-        row["price_date"] = dt.date.fromisoformat(row["price_date"])
     row["extracted_time"] = _utc(row["extracted_time"])
     return row
 
