@@ -7,9 +7,11 @@ shared between threads); the engine builds one worker object per thread.
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 import requests
+import urllib3.exceptions
 from requests.adapters import HTTPAdapter
 from urllib3.exceptions import InvalidHeader
 from urllib3.util.retry import Retry
@@ -50,8 +52,10 @@ class HttpClient:
     """A ``requests.Session`` with retries on connection errors, 429 and 5xx, and timeouts.
 
     ``get(url)`` returns a response whose body has been read (at most
-    ``max_bytes``) and whose status is 2xx; anything else raises a
-    ``requests.RequestException`` that says what went wrong.
+    ``max_bytes``, within ``total_timeout`` seconds) and whose status is 2xx;
+    anything else raises a ``requests.RequestException`` that says what went wrong.
+    ``read_timeout`` bounds each wait for data; ``total_timeout`` bounds the body
+    as a whole, so a server trickling a byte at a time cannot hold a thread forever.
     """
 
     def __init__(
@@ -59,6 +63,7 @@ class HttpClient:
         *,
         connect_timeout: float = 3.05,
         read_timeout: float = 10.0,
+        total_timeout: float = 60.0,
         retries: int = 5,
         backoff: float = 0.2,
         backoff_max: float = 5.0,
@@ -68,6 +73,7 @@ class HttpClient:
         user_agent: str = "crypto-pipeline/1.0",
     ) -> None:
         self.timeout = (connect_timeout, read_timeout)
+        self.total_timeout = total_timeout
         self.max_bytes = max_bytes
         retry = _CappedRetry(
             total=retries,
@@ -87,22 +93,38 @@ class HttpClient:
 
     def get(self, url: str, **kwargs: Any) -> requests.Response:
         """GET ``url`` with retries; raise unless the final answer is 2xx and small enough."""
+        deadline = time.monotonic() + self.total_timeout
         response = self.session.get(url, timeout=self.timeout, stream=True, **kwargs)
         try:
             response.raise_for_status()
             declared = response.headers.get("Content-Length", "")
             if declared.isdigit() and int(declared) > self.max_bytes:
                 raise ResponseTooLarge(f"response of {declared} bytes from {url} is over {self.max_bytes}")
-            body = bytearray()
-            for chunk in response.iter_content(64 * 1024):
-                body += chunk
-                if len(body) > self.max_bytes:
-                    raise ResponseTooLarge(f"response from {url} is over {self.max_bytes} bytes")
+            body = self._read_body(response, url, deadline)
         finally:
             response.close()
         # requests reads a streamed body into _content; we read it ourselves to cap its size.
         response._content = bytes(body)
         return response
+
+    def _read_body(self, response: requests.Response, url: str, deadline: float) -> bytearray:
+        body = bytearray()
+        try:
+            while True:
+                # read1 returns after one receive, so the deadline is checked as data trickles in.
+                chunk = response.raw.read1(64 * 1024, decode_content=True)
+                if not chunk:
+                    return body
+                body += chunk
+                if len(body) > self.max_bytes:
+                    raise ResponseTooLarge(f"response from {url} is over {self.max_bytes} bytes")
+                if time.monotonic() > deadline:
+                    raise requests.Timeout(f"response from {url} took over {self.total_timeout:g}s")
+        # Reading the raw stream bypasses requests' own translation of urllib3's errors.
+        except urllib3.exceptions.ReadTimeoutError as exc:
+            raise requests.ReadTimeout(f"reading {url}: {exc}") from exc
+        except urllib3.exceptions.HTTPError as exc:
+            raise requests.ConnectionError(f"reading {url}: {exc}") from exc
 
     def close(self) -> None:
         self.session.close()
