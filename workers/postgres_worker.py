@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import io
 import logging
 import random
 import threading
@@ -33,6 +34,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine, make_url
+import psycopg2
 from sqlalchemy.exc import (
     DBAPIError,
     DisconnectionError,
@@ -120,6 +122,8 @@ class PostgresWorker:
         if backend not in _INSERTS:
             raise ValueError(f"PostgresWorker supports PostgreSQL and SQLite, not {mask_url(url)}")
         self._url = url
+        # PostgreSQL batches go in through COPY (see _copy_upsert); SQLite takes the statement.
+        self._bulk_copy = backend == "postgresql"
         insert = _INSERTS[backend](prices)
         # RETURNING lets SQLAlchemy send a batch as one multi-row VALUES statement
         # ("insertmanyvalues"); it leaves ON CONFLICT upserts without RETURNING to the
@@ -240,7 +244,11 @@ class PostgresWorker:
         _ensure_table(self._url, self._engine)
         with self._engine.connect() as conn:
             try:
-                self._upsert(conn, [row for row, _ in pending])
+                rows = [row for row, _ in pending]
+                if self._bulk_copy:
+                    _copy_upsert(conn, rows)
+                else:
+                    self._upsert(conn, rows)
                 return []
             except Exception as exc:
                 if _is_transient(exc) or not _is_rejection(exc):
@@ -265,6 +273,67 @@ class PostgresWorker:
         """
         with conn.begin():
             conn.execute(self._statement, rows).close()
+
+
+_COLUMNS = KEY_COLUMNS + VALUE_COLUMNS
+_STAGING = "prices_staging"
+# Per session, no constraints: the rows are checked when they move into prices.
+_CREATE_STAGING = (
+    f"CREATE TEMPORARY TABLE IF NOT EXISTS {_STAGING} (symbol text, exchange text, price_date date, "
+    "open double precision, high double precision, low double precision, close double precision, "
+    "volume double precision, extracted_time timestamptz) ON COMMIT DELETE ROWS"
+)
+_COPY = f"COPY {_STAGING} ({', '.join(_COLUMNS)}) FROM STDIN"
+_UPSERT_STAGED = (
+    f"INSERT INTO prices ({', '.join(_COLUMNS)}) SELECT {', '.join(_COLUMNS)} FROM {_STAGING} "
+    f"ON CONFLICT ({', '.join(KEY_COLUMNS)}) DO UPDATE SET "
+    + ", ".join(f"{c} = excluded.{c}" for c in VALUE_COLUMNS)
+)
+# COPY's text format: backslash escapes for the characters that delimit rows and fields.
+_COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
+
+
+def _copy_upsert(conn: Connection, rows: list[dict[str, Any]]) -> None:
+    """PostgreSQL's bulk path: COPY the batch into a staging table, then upsert it in one statement.
+
+    COPY streams the values as data, never as SQL text, and costs about a third of a
+    multi-row INSERT (measured in bench/writer.py). Errors come back as SQLAlchemy
+    exceptions, as from any other statement, so retries and the row-by-row
+    fallback treat them alike.
+    """
+    info = conn.connection.info
+    if not info.get(_STAGING):
+        with conn.begin():  # its own transaction: a batch that rolls back must not undo it
+            conn.exec_driver_sql(_CREATE_STAGING)
+        info[_STAGING] = True
+    with conn.begin():
+        cursor = conn.connection.dbapi_connection.cursor()
+        try:
+            cursor.copy_expert(_COPY, io.StringIO("".join(_copy_line(row) for row in rows)))
+        except psycopg2.Error as exc:
+            lost = isinstance(exc, (psycopg2.OperationalError, psycopg2.InterfaceError))
+            if lost:
+                conn.invalidate()  # never hand a dead connection back to the pool
+            raise DBAPIError.instance(_COPY, None, exc, psycopg2.Error, connection_invalidated=lost) from exc
+        finally:
+            if not cursor.closed:
+                cursor.close()
+        conn.exec_driver_sql(_UPSERT_STAGED)
+
+
+def _copy_line(row: dict[str, Any]) -> str:
+    fields = []
+    for column in _COLUMNS:
+        value = row[column]
+        if value is None:
+            fields.append("\\N")
+        elif isinstance(value, str):
+            fields.append(value.translate(_COPY_ESCAPES))
+        elif isinstance(value, (dt.date, dt.datetime)):
+            fields.append(value.isoformat())
+        else:
+            fields.append(str(value))  # numbers; anything else is left for PostgreSQL to refuse
+    return "\t".join(fields) + "\n"
 
 
 def _engine_for(url: str, pool_size: int) -> Engine:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as dt
 import threading
 import time
@@ -302,3 +303,18 @@ def test_prepare_stage_creates_the_table(clean_prices: str) -> None:
     PostgresWorker.prepare_stage({"database_url": clean_prices})
     with create_engine(clean_prices).connect() as conn:
         assert inspect(conn).has_table("prices")
+
+
+def test_copy_delimiters_and_null_markers_in_text_are_stored_literally(clean_prices: str) -> None:
+    # The bulk path streams rows in COPY's text format, where tab, newline, backslash and
+    # \N mean something; stored values must come back exactly as given.
+    symbols = ["TAB\tSYM", "NEW\nLINE", "BACK\\SLASH", "\\N", "CR\rLF", "ÜNÏCØDÉ ₿"]
+    batch = [_record(symbol, day=i) for i, symbol in enumerate(symbols)]
+    batch.append(dataclasses.replace(_record("NONE", day=9), open=None, volume=None))
+    PostgresWorker(clean_prices).process_batch(batch)
+    engine = create_engine(clean_prices, poolclass=NullPool)
+    with engine.connect() as conn:
+        stored = dict(conn.execute(text("SELECT symbol, volume FROM prices")).all())
+    engine.dispose()
+    assert set(stored) == set(symbols) | {"NONE"}
+    assert stored["\\N"] is not None and stored["NONE"] is None
