@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
+import urllib.request
 from typing import Any
 
 import requests
@@ -90,6 +91,10 @@ class HttpClient:
         self.session.mount("http://", adapter)
         self.session.mount("https://", adapter)
         self.session.headers["User-Agent"] = user_agent
+        if not urllib.request.getproxies():
+            # requests re-reads proxy settings from the environment on every request,
+            # a fifth of its CPU per GET here; with no proxy configured there is nothing to find.
+            self.session.trust_env = False
 
     def get(self, url: str, **kwargs: Any) -> requests.Response:
         """GET ``url`` with retries; raise unless the final answer is 2xx and small enough."""
