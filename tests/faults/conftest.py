@@ -26,6 +26,7 @@ from sqlalchemy.pool import NullPool
 import crypto_server
 from engine.dead_letter import read_dead_letters
 from engine.report import RunReport
+from tests.fixtures.database import empty_prices  # noqa: F401 - re-exported for the fault tests
 from tests.fixtures.price_server import PRICE_SERVER_SEED
 from yaml_reader import YamlPipelineExecutor
 
@@ -165,16 +166,6 @@ def query(database_url: str, sql: str) -> list[tuple[Any, ...]]:
             if not inspect(conn).has_table("prices"):
                 return []
             return [tuple(row) for row in conn.execute(text(sql))]
-    finally:
-        engine.dispose()
-
-
-def empty_prices(database_url: str) -> None:
-    engine = create_engine(database_url, poolclass=NullPool)
-    try:
-        with engine.begin() as conn:
-            if inspect(conn).has_table("prices"):
-                conn.execute(text("DELETE FROM prices"))
     finally:
         engine.dispose()
 
