@@ -26,7 +26,6 @@ from sqlalchemy.pool import NullPool
 import crypto_server
 from engine.dead_letter import read_dead_letters
 from engine.report import RunReport
-from tests.fixtures.database import empty_prices  # noqa: F401 - re-exported for the fault tests
 from tests.fixtures.price_server import PRICE_SERVER_SEED
 from yaml_reader import YamlPipelineExecutor
 

@@ -19,12 +19,12 @@ from hypothesis import strategies as st
 
 from engine.report import EXIT_INTERRUPTED, EXIT_OK
 from tests.faults import workers
+from tests.fixtures.database import empty_prices
 from tests.faults.conftest import (
     FAULT_WORKERS,
     Watcher,
     check_accounting,
     days,
-    empty_prices,
     plan,
     price_pipeline,
 )
