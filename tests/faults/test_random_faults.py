@@ -19,7 +19,6 @@ from hypothesis import strategies as st
 
 from engine.report import EXIT_INTERRUPTED, EXIT_OK
 from tests.faults import workers
-from tests.fixtures.database import empty_prices
 from tests.faults.conftest import (
     FAULT_WORKERS,
     Watcher,
@@ -28,6 +27,7 @@ from tests.faults.conftest import (
     plan,
     price_pipeline,
 )
+from tests.fixtures.database import empty_prices
 
 EXCHANGES = ["bitstamp", "coinbase-pro", "kraken"]
 START = "2020-04-01"
