@@ -10,6 +10,7 @@ import signal
 import sys
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 from dotenv import load_dotenv
 from rich.console import Console
@@ -111,8 +112,9 @@ def _run(args: argparse.Namespace, console: Console, live: bool) -> int:
     try:
         path = _pipeline_path(args.pipeline)
         view = LiveView(console, path.stem) if live else None
-        options = {"on_status": view.update} if view else {}
-        executor = YamlPipelineExecutor(path, run_dir=args.run_dir, strict=args.strict, **options)
+        executor = YamlPipelineExecutor(
+            path, run_dir=args.run_dir, strict=args.strict, on_status=view.update if view else None
+        )
         uses_price_server = "PRICE_SERVER_URL" in path.read_text(encoding="utf-8")
         server = ensure_price_server(os.environ.get("PRICE_SERVER_URL")) if uses_price_server else None
     except (PipelineConfigError, PriceServerError) as exc:
@@ -140,14 +142,14 @@ def _run(args: argparse.Namespace, console: Console, live: bool) -> int:
     return report.exit_code
 
 
-def _handle_interrupts(executor: YamlPipelineExecutor) -> dict[int, object]:
+def _handle_interrupts(executor: YamlPipelineExecutor) -> dict[int, Any]:
     """SIGINT and SIGTERM interrupt the run: gently, then fast, then at once."""
 
     def interrupt(signum: int, frame: FrameType | None) -> None:
         if executor.interrupt() >= 3:
             os._exit(EXIT_INTERRUPTED)  # the user insists; writers have had two chances to flush
 
-    previous = {}
+    previous: dict[int, Any] = {}
     for signum in (signal.SIGINT, signal.SIGTERM):
         previous[signum] = signal.signal(signum, interrupt)
     return previous

@@ -45,7 +45,7 @@ class Channel(queue.Queue):
                 self.not_empty.wait(timeout)
                 if not self._qsize():
                     raise queue.Empty
-            items = []
+            items: list[Any] = []
             while self._qsize() and len(items) < limit:
                 item = self._get()
                 items.append(item)

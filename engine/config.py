@@ -238,7 +238,7 @@ def load_pipeline(
                 input_values=tuple(item.value_list("input_values")),
                 output_queues=tuple(item.name_list("output_queues")),
                 params=item.mapping("params"),
-                batch_size=item.positive_int("batch_size", None),
+                batch_size=item.optional_positive_int("batch_size"),
                 batch_timeout=item.positive_number("batch_timeout", 1.0),
                 max_restarts=item.non_negative_int("max_restarts", 3),
                 description=item.text("description", ""),
@@ -338,8 +338,11 @@ class _Reader:
             self.fail(key, f"must be {what}, not {value!r}")
         return value
 
-    def positive_int(self, key: str, default: int | None) -> int | None:
+    def positive_int(self, key: str, default: int) -> int:
         return self._number(key, default, kinds=(int,), test=lambda v: v > 0, what="a positive integer")
+
+    def optional_positive_int(self, key: str) -> int | None:
+        return self._number(key, None, kinds=(int,), test=lambda v: v > 0, what="a positive integer")
 
     def non_negative_int(self, key: str, default: int) -> int:
         return self._number(key, default, kinds=(int,), test=lambda v: v >= 0, what="a whole number >= 0")

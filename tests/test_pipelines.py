@@ -25,7 +25,8 @@ def test_shipped_pipeline_loads_and_its_classes_import(path):
     config = load_pipeline(path, env={})
     assert config.stages
     for stage in config.stages:
-        assert callable(getattr(stage.worker_class, "process", None) or getattr(stage.worker_class, "process_batch"))
+        method = "process" if stage.batch_size is None else "process_batch"
+        assert callable(getattr(stage.worker_class, method, None)), (stage.name, method)
 
 
 def test_the_default_pipeline_is_the_one_in_env_local():

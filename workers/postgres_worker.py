@@ -7,7 +7,6 @@ connection) never duplicates a row. PostgreSQL (psycopg2) and SQLite are support
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 import io
 import logging
@@ -15,7 +14,7 @@ import random
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import (
