@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import signal
+import subprocess
 import sys
 from pathlib import Path
 from types import FrameType
@@ -15,6 +16,7 @@ from typing import Any
 from dotenv import load_dotenv
 from rich.console import Console
 from rich.logging import RichHandler
+from sqlalchemy.engine import make_url
 
 from cli.display import LiveView, render_summary
 from cli.price_server import PriceServerError, ensure_price_server
@@ -54,6 +56,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.show_db:
             return _show_db()
+        if args.psql:
+            return _psql()
         return _run(args, console, live)
     except KeyboardInterrupt:  # before the pipeline started, or while it shut down
         print("interrupted", file=sys.stderr)
@@ -81,6 +85,8 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="where each run's directory (with failed_items.jsonl) goes (default: runs/)")
     parser.add_argument("--show-db", action="store_true",
                         help="say where the database is, how to open it with psql, and how many rows it holds")
+    parser.add_argument("--psql", action="store_true",
+                        help="open the database in psql (keeps the embedded PostgreSQL running meanwhile)")
     return parser.parse_args(argv)
 
 
@@ -165,3 +171,23 @@ def _show_db() -> int:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     return 0
+
+
+def _psql() -> int:
+    from workers.database import DatabaseUnavailable, psql_args, resolve_database_url
+
+    try:
+        url = resolve_database_url()
+        args = psql_args(url)
+    except (DatabaseUnavailable, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    env = dict(os.environ)
+    password = make_url(url).password
+    if password:
+        env["PGPASSWORD"] = str(password)  # not on the command line, where ps would show it
+    try:
+        return subprocess.call(args, env=env)
+    except OSError as exc:
+        print(f"error: cannot run psql: {exc}", file=sys.stderr)
+        return EXIT_CONFIG

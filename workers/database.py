@@ -203,12 +203,9 @@ def describe_database(url: str, *, embedded: EmbeddedPostgres | None = None) -> 
     lines = [f"database: {mask_url(url)}"]
     if embedded is not None:
         lines.append(f"embedded PostgreSQL (pgserver), data in {embedded.pgdata}")
-        lines.append(
-            "note: it runs only while a pipeline (or this command) holds it; "
-            "psql connects only while it is up"
-        )
-    if parsed.get_backend_name() == "postgresql":
-        lines.append(f"open with psql: {_psql_command(parsed)}")
+        lines.append("open it with psql: python main.py --psql (the server runs while psql does)")
+    elif parsed.get_backend_name() == "postgresql":
+        lines.append(f"open with psql: {shlex.join(psql_args(url))}")
         if parsed.password:
             lines.append("  (psql asks for the password; or set PGPASSWORD)")
     elif parsed.get_backend_name() == "sqlite":
@@ -217,15 +214,22 @@ def describe_database(url: str, *, embedded: EmbeddedPostgres | None = None) -> 
     return lines
 
 
-def _psql_command(url: URL) -> str:
+def psql_args(url: str) -> list[str]:
+    """The psql command line for a PostgreSQL ``url`` (the psql shipped in pgserver if present).
+
+    The password is not in it: psql asks, or reads ``PGPASSWORD``.
+    """
+    parsed = make_url(normalize_database_url(url))
+    if parsed.get_backend_name() != "postgresql":
+        raise ValueError(f"{mask_url(url)} is not a PostgreSQL database")
     args = [str(_psql_path())]
-    host = url.host or url.query.get("host")  # a Unix socket directory comes as ?host=
+    host = parsed.host or parsed.query.get("host")  # a Unix socket directory comes as ?host=
     if host:
         args += ["-h", str(host)]
-    if url.port:
-        args += ["-p", str(url.port)]
-    args += ["-U", url.username or "postgres", "-d", url.database or url.username or "postgres"]
-    return shlex.join(args)
+    if parsed.port:
+        args += ["-p", str(parsed.port)]
+    args += ["-U", parsed.username or "postgres", "-d", parsed.database or parsed.username or "postgres"]
+    return args
 
 
 def _psql_path() -> Path | str:

@@ -196,3 +196,19 @@ def test_show_db_with_an_unreachable_database_exits_2_with_one_line():
     assert result.returncode == 2
     assert result.stderr.startswith("error: cannot reach postgresql+psycopg2://u:***@127.0.0.1:1/x")
     assert "secret" not in result.stderr and "Traceback" not in result.stderr
+
+
+def test_psql_opens_the_database(clean_prices):
+    # psql reads its commands from standard input when it is not a terminal.
+    result = subprocess.run([sys.executable, str(MAIN), "--psql"], env=_env(DATABASE_URL=clean_prices),
+                            input="SELECT 40 + 2 AS answer;\n", capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert "answer" in result.stdout and "42" in result.stdout
+
+
+def test_psql_refuses_a_database_that_is_not_postgresql(tmp_path):
+    result = subprocess.run([sys.executable, str(MAIN), "--psql"],
+                            env=_env(DATABASE_URL=f"sqlite:///{tmp_path / 'x.db'}"),
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert "is not a PostgreSQL database" in result.stderr and "Traceback" not in result.stderr

@@ -22,6 +22,7 @@ from workers.database import (
     describe_database,
     mask_url,
     normalize_database_url,
+    psql_args,
     resolve_database_url,
 )
 
@@ -141,14 +142,24 @@ def test_describe_embedded_database(embedded_postgres: EmbeddedPostgres, clean_p
     )
     lines = describe_database(embedded_postgres.url, embedded=embedded_postgres)
     text_ = "\n".join(lines)
-    socket_dir = make_url(embedded_postgres.url).query["host"]
-    psql = next(line for line in lines if line.startswith("open with psql: "))
-    binary = psql.removeprefix("open with psql: ").split()[0]
-    assert Path(binary).name == "psql" and Path(binary).exists()
-    assert f"-h {socket_dir}" in psql
     assert str(embedded_postgres.pgdata) in text_
-    assert "only while" in text_  # the note that psql needs the server up
+    # It stops when the process exits, so a bare psql command line would not connect later.
+    assert "open it with psql: python main.py --psql" in text_
     assert lines[-1] == "prices: 3 row(s)"
+    # An external server gets the command line itself.
+    external = describe_database(embedded_postgres.url)
+    assert any(line.startswith("open with psql: ") for line in external)
+
+
+def test_psql_args_use_the_bundled_psql_and_the_socket(embedded_postgres: EmbeddedPostgres) -> None:
+    args = psql_args(embedded_postgres.url)
+    assert Path(args[0]).name == "psql" and Path(args[0]).exists()
+    assert args[1:3] == ["-h", make_url(embedded_postgres.url).query["host"]]
+    assert "s3cret" not in " ".join(psql_args("postgresql://u:s3cret@db.example:5433/crypto"))
+    assert psql_args("postgresql://u:s3cret@db.example:5433/crypto")[1:] == [
+        "-h", "db.example", "-p", "5433", "-U", "u", "-d", "crypto"]
+    with pytest.raises(ValueError, match="not a PostgreSQL database"):
+        psql_args("sqlite:///x.db")
 
 
 def test_describe_database_without_prices_table(tmp_path: Path) -> None:
