@@ -315,6 +315,8 @@ class Stage:
         try:
             for output in worker.process(item) or ():
                 outputs.add(output, slot)
+        except ItemsFailed as exc:  # a buffering worker may name earlier items too
+            self._some_failed(exc, slot, outputs)
         except Exception as exc:
             self._fail(item, exc, slot)
 
@@ -323,13 +325,16 @@ class Stage:
             for output in worker.process_batch(items) or ():
                 outputs.add(output, slot)
         except ItemsFailed as exc:
-            for output in exc.outputs:
-                outputs.add(output, slot)
-            for item, error in exc.failures:
-                self._fail(item, error, slot)
+            self._some_failed(exc, slot, outputs)
         except Exception as exc:
             for item in items:
                 self._fail(item, exc, slot)
+
+    def _some_failed(self, exc: ItemsFailed, slot: _Slot, outputs: "_Outputs") -> None:
+        for output in exc.outputs:
+            outputs.add(output, slot)
+        for item, error in exc.failures:
+            self._fail(item, error, slot)
 
     def _fail(self, item: Any, error: BaseException, slot: _Slot) -> None:
         slot.failed += 1
@@ -348,10 +353,7 @@ class Stage:
         try:
             close()
         except ItemsFailed as exc:  # a writer flushing its buffer can still fail some rows
-            for output in exc.outputs:
-                outputs.add(output, slot)
-            for item, error in exc.failures:
-                self._fail(item, error, slot)
+            self._some_failed(exc, slot, outputs)
         except Exception as exc:
             log.error("%s: close() failed: %s", self.name, _describe(exc))
             self._fail(None, RuntimeError(f"close() failed: {_describe(exc)}"), slot)

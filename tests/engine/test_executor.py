@@ -369,3 +369,17 @@ def test_cheap_items_travel_in_chunks_and_none_is_lost(run_pipeline, key):
     })
     assert report.ok
     assert sorted(workers.collected(key)) == list(range(20_000))
+
+
+def test_items_failed_from_process_fails_every_item_it_names(run_pipeline):
+    # A buffering writer's process() fails the rows it had buffered, not just the current one.
+    report = run_pipeline({
+        "queues": [{"name": "numbers"}],
+        "workers": [
+            stage("Source", "Range", input_values=[[0, 23]], output_queues="numbers"),
+            stage("Writer", "BufferedRefusing", params={"every": 5}, input_queue="numbers"),
+        ],
+    })
+    assert report.stage("Writer").failed == 23  # 4 flushes of 5 in process(), 3 left for close()
+    entries = read_dead_letters(report.dead_letter_path)
+    assert sorted(e["item"] for e in entries) == list(range(23))

@@ -267,3 +267,21 @@ class WhoDoesIt:
         time.sleep(self.delay)
         _event(self.key, threading.current_thread().name)
         return [item]
+
+
+class BufferedRefusing:
+    """Buffers items and, every ``every`` items and in close(), refuses the whole buffer."""
+
+    def __init__(self, every: int) -> None:
+        self.every = every
+        self.buffer: list[Any] = []
+
+    def process(self, item: Any) -> None:
+        self.buffer.append(item)
+        if len(self.buffer) >= self.every:
+            self.close()
+
+    def close(self) -> None:
+        items, self.buffer = self.buffer, []
+        if items:
+            raise ItemsFailed([(i, ValueError(f"refused {i}")) for i in items])
