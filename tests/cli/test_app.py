@@ -63,6 +63,27 @@ def _wait_until_running(process: subprocess.Popen[str]) -> list[str]:
     raise AssertionError("the run ended before it got going:\n" + "".join(lines))
 
 
+def _interrupt(process: subprocess.Popen[str], times: int) -> list[str]:
+    """Send SIGINT ``times`` times, each after the previous one was logged, as a person would.
+
+    Signals sent back to back coalesce: Python runs the handler once for several pending ones.
+    """
+    assert process.stderr is not None
+    lines: list[str] = []
+    for count in range(1, times + 1):
+        process.send_signal(signal.SIGINT)
+        if count == 3:
+            break
+        expected = "interrupted: stopping" if count == 1 else "interrupted again"
+        for line in process.stderr:
+            lines.append(line)
+            if expected in line:
+                break
+        else:
+            raise AssertionError("the run ended before the interrupt was seen:\n" + "".join(lines))
+    return lines
+
+
 def _report(tmp_path: Path) -> dict[str, Any]:
     (report,) = (tmp_path / "runs").glob("*/report.json")
     return json.loads(report.read_text())
@@ -97,11 +118,11 @@ def test_one_interrupt_stops_the_sources_and_finishes_what_is_queued(tmp_path, s
 def test_two_interrupts_stop_fast_and_the_sink_still_stores_what_was_done(tmp_path):
     process = _start(tmp_path, _slow_pipeline(tmp_path))
     _wait_until_running(process)
-    process.send_signal(signal.SIGINT)
-    process.send_signal(signal.SIGINT)
+    seen = _interrupt(process, 2)
     out, err = process.communicate(timeout=60)
     assert process.returncode == 130, err
     assert "Traceback" not in err
+    assert any("interrupted again" in line for line in seen)
     report = _report(tmp_path)
     work, store = _stage(report, "Work"), _stage(report, "Store")
     assert store["lost"] == 0 and store["items_in"] == work["items_out"]
@@ -212,3 +233,23 @@ def test_psql_refuses_a_database_that_is_not_postgresql(tmp_path):
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 2
     assert "is not a PostgreSQL database" in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.timeout(120)
+def test_a_third_interrupt_exits_at_once(tmp_path):
+    # After two interrupts the sink still stores its whole backlog (about 50 s here);
+    # a third one is the user insisting, and the process must go now.
+    pipeline = _write(tmp_path, {
+        "name": "backlog",
+        "monitor_interval": 0.05,
+        "queues": [{"name": "numbers", "maxsize": 2000}],
+        "workers": [
+            {"name": "Source", "location": W, "class": "Range", "input_values": [[0, 1000]], "output_queues": "numbers"},
+            {"name": "Work", "location": W, "class": "Slow", "params": {"delay": 0.05}, "input_queue": "numbers"},
+        ],
+    })
+    process = _start(tmp_path, pipeline)
+    _wait_until_running(process)
+    _interrupt(process, 3)
+    process.communicate(timeout=20)
+    assert process.returncode == 130
