@@ -43,18 +43,8 @@ def outage(embedded_postgres, clean_prices):
 def test_database_down_for_seconds_mid_run_loses_and_duplicates_no_row(
     fault_server, run_pipeline, clean_prices, dataset, outage
 ):
-    server = fault_server(sleep=0.03)
     tasks = plan(SYMBOLS, EXCHANGES, START, END)  # 240 tasks
-    watcher = Watcher(lambda: count_rows(clean_prices) >= 10, lambda: outage(3.0))
-    watcher.start()
-    try:
-        report = run_pipeline(price_pipeline(
-            server_url=server.url, database_url=clean_prices, symbols=SYMBOLS, start=START, end=END,
-            batch_size=10, retry_seconds=30,
-        ))
-    finally:
-        watcher.finish()
-    assert watcher.fired.is_set(), "the database was never stopped"
+    report = _run_through_a_3s_outage(fault_server, run_pipeline, clean_prices, outage, retry_seconds=30)
 
     assert report.exit_code == EXIT_OK, report.reason
     done = check_accounting(report, tasks=tasks, dataset=dataset, database_url=clean_prices)
@@ -70,18 +60,8 @@ def test_database_down_for_seconds_mid_run_loses_and_duplicates_no_row(
 def test_database_down_longer_than_retry_seconds_dead_letters_the_unwritten_rows(
     fault_server, run_pipeline, clean_prices, dataset, outage
 ):
-    server = fault_server(sleep=0.03)
     tasks = plan(SYMBOLS, EXCHANGES, START, END)
-    watcher = Watcher(lambda: count_rows(clean_prices) >= 10, lambda: outage(3.0))
-    watcher.start()
-    try:
-        report = run_pipeline(price_pipeline(
-            server_url=server.url, database_url=clean_prices, symbols=SYMBOLS, start=START, end=END,
-            batch_size=10, retry_seconds=0.5,
-        ))
-    finally:
-        watcher.finish()
-    assert watcher.fired.is_set(), "the database was never stopped"
+    report = _run_through_a_3s_outage(fault_server, run_pipeline, clean_prices, outage, retry_seconds=0.5)
 
     assert report.exit_code == EXIT_OK, report.reason  # failed rows are reported, the run goes on
     done = check_accounting(report, tasks=tasks, dataset=dataset, database_url=clean_prices)
@@ -90,3 +70,19 @@ def test_database_down_longer_than_retry_seconds_dead_letters_the_unwritten_rows
     assert all(e["kind"] == "failed" and e["error_type"] == "DatabaseUnavailable" for e in lost_writes)
     assert all("gave up writing" in e["message"] for e in lost_writes)
     assert len(done.stored) >= 10
+
+
+def _run_through_a_3s_outage(fault_server, run_pipeline, database_url, outage, *, retry_seconds: float):
+    """Run the price pipeline; stop the database for 3 s once 10 rows are in."""
+    server = fault_server(sleep=0.03)
+    watcher = Watcher(lambda: count_rows(database_url) >= 10, lambda: outage(3.0))
+    watcher.start()
+    try:
+        report = run_pipeline(price_pipeline(
+            server_url=server.url, database_url=database_url, symbols=SYMBOLS, start=START, end=END,
+            batch_size=10, retry_seconds=retry_seconds,
+        ))
+    finally:
+        watcher.finish()
+    assert watcher.fired.is_set(), "the database was never stopped"
+    return report

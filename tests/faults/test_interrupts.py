@@ -8,7 +8,6 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 import uuid
 from pathlib import Path
@@ -22,6 +21,7 @@ from tests.faults import workers
 from tests.faults.conftest import (
     FAULT_WORKERS,
     REPO,
+    Watcher,
     check_accounting,
     plan,
     price_pipeline,
@@ -191,16 +191,12 @@ def test_interrupt_while_the_run_is_starting_stops_the_sources(fault_server, mak
     document["workers"][0]["params"].update({"gate_name": name, "prepare_delay": 0.5})
     executor = make_executor(document)
 
-    def ctrl_c_during_start_up() -> None:
-        if workers.gate(name).wait(30):
-            executor.interrupt()
-
-    thread = threading.Thread(target=ctrl_c_during_start_up)
-    thread.start()
+    watcher = Watcher(workers.gate(name).is_set, executor.interrupt)  # Ctrl+C during start-up
+    watcher.start()
     try:
         report = executor.run()
     finally:
-        thread.join(30)
+        watcher.finish()
 
     assert report.exit_code == EXIT_INTERRUPTED
     done = check_accounting(report, tasks=tasks, dataset=dataset, database_url=clean_prices)
@@ -232,16 +228,15 @@ def test_first_interrupt_stops_a_source_of_many_cheap_items_promptly(
     interrupted_at: list[float] = []
 
     def ctrl_c() -> None:
-        if wait_until(lambda: server.stats.requests >= 20, 30):
-            interrupted_at.append(time.monotonic())
-            executor.interrupt()
+        interrupted_at.append(time.monotonic())
+        executor.interrupt()
 
-    thread = threading.Thread(target=ctrl_c)
-    thread.start()
+    watcher = Watcher(lambda: server.stats.requests >= 20, ctrl_c)
+    watcher.start()
     try:
         report = executor.run()
     finally:
-        thread.join(30)
+        watcher.finish()
 
     assert interrupted_at, "the run ended before the interrupt"
     assert report.exit_code == EXIT_INTERRUPTED
