@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Sequence
 from types import TracebackType
 
@@ -21,13 +20,12 @@ _STATE_STYLE = {"running": "cyan", "done": "green", "stopped": "yellow", "died":
 class LiveView:
     """A rich Live table of stage statuses, redrawn each time the monitor reports.
 
-    ``update`` is called from the monitor thread; rich's Live is thread-safe.
+    ``update`` is called from the monitor thread only; rich's Live redraws safely from there.
     """
 
     def __init__(self, console: Console, title: str) -> None:
         self._title = title
         self._live = Live(Text(f"{title}: starting..."), console=console, transient=True, auto_refresh=False)
-        self._lock = threading.Lock()  # the monitor's last status and the final one may race
 
     def __enter__(self) -> "LiveView":
         self._live.__enter__()
@@ -37,8 +35,7 @@ class LiveView:
         self._live.__exit__(kind, error, tb)
 
     def update(self, statuses: list[StageStatus]) -> None:
-        with self._lock:
-            self._live.update(render_statuses(self._title, statuses), refresh=True)
+        self._live.update(render_statuses(self._title, statuses), refresh=True)
 
 
 def render_statuses(title: str, statuses: Sequence[StageStatus]) -> Group:

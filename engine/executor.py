@@ -57,7 +57,9 @@ class PipelineExecutor:
         self.dead_letter_path = Path(dead_letter or config.dead_letter or self.run_path / DEAD_LETTER_NAME)
         self._on_status = on_status or log_statuses
         self._interrupts = 0
-        self._lock = threading.Lock()  # run() and interrupt() may come from different threads
+        # Makes run() run once. interrupt() never takes it: a signal handler runs in the
+        # thread that may be holding it.
+        self._lock = threading.Lock()
         self._stages: list[Stage] = []
         self._monitor: Monitor | None = None
         self._started = False
