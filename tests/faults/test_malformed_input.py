@@ -381,3 +381,50 @@ def test_quote_pages_with_invalid_prices_are_dead_letters_never_rows(stub, run_p
     stored = query(clean_prices, "SELECT symbol, exchange, price_date::text, close FROM prices ORDER BY 1")
     assert stored == [("GOOD", "quote", "2020-04-30", 7247.5), ("SMALL", "quote", "2020-04-30", 4.2e-07)]
     assert _invalid_rows(clean_prices) == []
+
+
+@pytest.mark.timeout(60)
+def test_page_shapes_fail_their_rows_only_and_keep_them_whole(stub, run_pipeline, clean_prices, dataset, caplog):
+    deep = "<td>" + "<span>" * 5_000 + "DOGE" + "</span>" * 5_000 + "</td>"
+    huge = "<td>" + "ADA " * 2_500_000 + "</td>"  # 10 MB of text in one cell
+    rows = [
+        "<th>Name</th><th>Symbol</th>",
+        '<td colspan="2"><b>Active</b></td>',
+        "<td>Bitcoin</td><td>BTC, XBT, \u20bf</td>",
+        f"<td>Dogecoin</td>{deep}",
+        "<td>Ethereum</td><td>\u039e / ETH</td>",
+        f"<td>Cardano</td>{huge}",
+        "<td>Litecoin</td><td>LTC (\u0141)</td>",
+    ]
+    body = "<html><body><table class='wikitable'>" + "".join(f"<tr>{r}</tr>" for r in rows) + "</table></body></html>"
+    stub.routes["/wiki/shapes"] = (200, body.encode(), {"Content-Type": "text/html; charset=utf-8"}, 0)
+    page = stub.url + "/wiki/shapes"
+    document = {
+        "name": "shapes",
+        "queues": [{"name": "Symbols"}, {"name": "Records"}],
+        "workers": [
+            {"name": "Wiki", "location": "workers.wiki_worker", "class": "WikiWorker", "input_values": [page],
+             "output_queues": ["Symbols"], "params": {"http": {"retries": 1, "read_timeout": 5}}},
+            {"name": "PriceWorker", "location": "workers.price_worker", "class": "PriceWorker", "instances": 3,
+             "input_queue": "Symbols", "output_queues": ["Records"],
+             "params": {"base_url": stub.url, "exchanges": EXCHANGES, "date": START, "http": HTTP}},
+            {"name": "Writer", "location": "workers.postgres_worker", "class": "PostgresWorker",
+             "input_queue": "Records", "batch_size": 10, "batch_timeout": 0.1,
+             "params": {"database_url": clean_prices, "retry_seconds": 5}},
+        ],
+    }
+    report = run_pipeline(document)
+
+    assert report.exit_code == EXIT_OK, report.reason
+    entries = read_dead_letters(report.dead_letter_path)
+    assert [(e["stage"], e["kind"], e["error_type"]) for e in entries] == [("Wiki", "failed", "CellError")] * 2
+    deep_entry, huge_entry = sorted(entries, key=lambda e: e["item"]["row"])
+    assert deep_entry["item"] == {"page": page, "row": 4, "column": "Symbol", "cell": deep}
+    assert deep_entry["message"].endswith("row 4 of table.wikitable on " + page + ": cell nested more than 100 tags deep")
+    assert huge_entry["item"] == {"page": page, "row": 6, "column": "Symbol", "cell": huge}  # whole, all 10 MB
+    assert huge_entry["message"].endswith("cell text is over 10,000 characters") and len(huge_entry["message"]) < 200
+    assert max(len(record.getMessage()) for record in caplog.records) < 500, "a log line carries the cell"
+    # The page's other rows went all the way, as their primary tickers.
+    tasks = plan(["btc", "eth", "ltc"], EXCHANGES, START, START)
+    check_accounting(report, tasks=tasks, dataset=dataset, database_url=clean_prices, entries=[])
+    assert query(clean_prices, "SELECT DISTINCT symbol FROM prices ORDER BY 1") == [("BTC",), ("ETH",), ("LTC",)]
