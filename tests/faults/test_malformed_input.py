@@ -180,6 +180,38 @@ MALFORMED_PAGES: dict[str, tuple[tuple[int, bytes, dict[str, str | None], float]
 }
 
 
+def _wiki_or_symbols_pipeline(
+    server_url: str,
+    database_url: str,
+    *,
+    pages: list[str] | None = None,
+    symbols: list[str] | None = None,
+    wiki_http: dict[str, Any] = HTTP,
+    **fetcher: Any,
+) -> dict[str, Any]:
+    """[WikiWorker over ``pages`` ->] PriceWorker (over ``symbols`` if no pages) -> PostgresWorker."""
+    price_worker = {
+        "name": "PriceWorker", "location": "workers.price_worker", "class": "PriceWorker", "instances": 3,
+        "output_queues": ["Records"],
+        "params": {"base_url": server_url, "exchanges": EXCHANGES, "date": START, "http": HTTP, **fetcher},
+    }
+    stages = []
+    if pages is None:
+        price_worker["input_values"] = symbols
+    else:
+        price_worker["input_queue"] = "Symbols"
+        stages.append({"name": "Wiki", "location": "workers.wiki_worker", "class": "WikiWorker",
+                       "input_values": pages, "output_queues": ["Symbols"], "params": {"http": wiki_http}})
+    writer = {"name": "Writer", "location": "workers.postgres_worker", "class": "PostgresWorker",
+              "input_queue": "Records", "batch_size": 10, "batch_timeout": 0.1,
+              "params": {"database_url": database_url, "retry_seconds": 5}}
+    return {
+        "name": "symbols",
+        "queues": [{"name": "Symbols"}, {"name": "Records"}] if pages is not None else [{"name": "Records"}],
+        "workers": [*stages, price_worker, writer],
+    }
+
+
 @pytest.mark.timeout(60)
 def test_malformed_wiki_pages_fail_alone_and_the_good_page_flows(stub, run_pipeline, clean_prices, dataset):
     good = ["BTC", "ETH", "LTC"]
@@ -189,21 +221,7 @@ def test_malformed_wiki_pages_fail_alone_and_the_good_page_flows(stub, run_pipel
     for n, (name, (answer, fragment)) in enumerate(MALFORMED_PAGES.items()):
         stub.routes[f"/wiki/bad{n}"] = answer
         pages[f"/wiki/bad{n}"] = (name, fragment)
-    document = {
-        "name": "malformed_wiki",
-        "queues": [{"name": "Symbols"}, {"name": "Records"}],
-        "workers": [
-            {"name": "Wiki", "location": "workers.wiki_worker", "class": "WikiWorker",
-             "input_values": [stub.url + path for path in pages], "output_queues": ["Symbols"],
-             "params": {"http": HTTP}},
-            {"name": "PriceWorker", "location": "workers.price_worker", "class": "PriceWorker", "instances": 3,
-             "input_queue": "Symbols", "output_queues": ["Records"],
-             "params": {"base_url": stub.url, "exchanges": EXCHANGES, "date": START, "http": HTTP}},
-            {"name": "Writer", "location": "workers.postgres_worker", "class": "PostgresWorker",
-             "input_queue": "Records", "batch_size": 10, "batch_timeout": 0.1,
-             "params": {"database_url": clean_prices, "retry_seconds": 5}},
-        ],
-    }
+    document = _wiki_or_symbols_pipeline(stub.url, clean_prices, pages=[stub.url + path for path in pages])
     report = run_pipeline(document)
 
     assert report.exit_code == EXIT_OK, report.reason
@@ -309,18 +327,7 @@ def test_an_invalid_exchange_of_a_symbol_fails_alone_and_the_others_are_stored(s
     symbols, day = ["btc", "eth"], "2020-04-02"  # a day when each has a price on every exchange
     for exchange, answer in {"bitstamp": _garbage(close=-1.0), "kraken": _garbage(high=1e308)}.items():
         stub.routes[f"/price/{exchange}/btc/{day}"] = (200, answer(dataset.price(exchange, "btc", day)), {}, 0)
-    document = {
-        "name": "symbols",
-        "queues": [{"name": "Records"}],
-        "workers": [
-            {"name": "PriceWorker", "location": "workers.price_worker", "class": "PriceWorker",
-             "input_values": symbols, "output_queues": ["Records"],
-             "params": {"base_url": stub.url, "exchanges": EXCHANGES, "date": day, "http": HTTP}},
-            {"name": "Writer", "location": "workers.postgres_worker", "class": "PostgresWorker",
-             "input_queue": "Records", "batch_size": 10, "batch_timeout": 0.1,
-             "params": {"database_url": clean_prices, "retry_seconds": 5}},
-        ],
-    }
+    document = _wiki_or_symbols_pipeline(stub.url, clean_prices, symbols=symbols, date=day)
     report = run_pipeline(document)
 
     assert report.exit_code == EXIT_OK, report.reason
@@ -357,18 +364,7 @@ def test_quote_pages_with_invalid_prices_are_dead_letters_never_rows(stub, run_p
     for symbol, (value, day, _) in QUOTES.items():
         page = QUOTE_PAGE.format(symbol=symbol, value=value, day=day).encode()
         stub.routes[f"/quote/{symbol}"] = (200, page, {"Content-Type": "text/html"}, 0)
-    document = {
-        "name": "quotes",
-        "queues": [{"name": "Records"}],
-        "workers": [
-            {"name": "PriceWorker", "location": "workers.price_worker", "class": "PriceWorker", "instances": 2,
-             "input_values": list(QUOTES), "output_queues": ["Records"],
-             "params": {"base_url": stub.url, "mode": "quote_page", "http": HTTP}},
-            {"name": "Writer", "location": "workers.postgres_worker", "class": "PostgresWorker",
-             "input_queue": "Records", "batch_size": 10, "batch_timeout": 0.1,
-             "params": {"database_url": clean_prices, "retry_seconds": 5}},
-        ],
-    }
+    document = _wiki_or_symbols_pipeline(stub.url, clean_prices, symbols=list(QUOTES), mode="quote_page")
     report = run_pipeline(document)
 
     assert report.exit_code == EXIT_OK, report.reason
@@ -399,20 +395,9 @@ def test_page_shapes_fail_their_rows_only_and_keep_them_whole(stub, run_pipeline
     body = "<html><body><table class='wikitable'>" + "".join(f"<tr>{r}</tr>" for r in rows) + "</table></body></html>"
     stub.routes["/wiki/shapes"] = (200, body.encode(), {"Content-Type": "text/html; charset=utf-8"}, 0)
     page = stub.url + "/wiki/shapes"
-    document = {
-        "name": "shapes",
-        "queues": [{"name": "Symbols"}, {"name": "Records"}],
-        "workers": [
-            {"name": "Wiki", "location": "workers.wiki_worker", "class": "WikiWorker", "input_values": [page],
-             "output_queues": ["Symbols"], "params": {"http": {"retries": 1, "read_timeout": 5}}},
-            {"name": "PriceWorker", "location": "workers.price_worker", "class": "PriceWorker", "instances": 3,
-             "input_queue": "Symbols", "output_queues": ["Records"],
-             "params": {"base_url": stub.url, "exchanges": EXCHANGES, "date": START, "http": HTTP}},
-            {"name": "Writer", "location": "workers.postgres_worker", "class": "PostgresWorker",
-             "input_queue": "Records", "batch_size": 10, "batch_timeout": 0.1,
-             "params": {"database_url": clean_prices, "retry_seconds": 5}},
-        ],
-    }
+    document = _wiki_or_symbols_pipeline(
+        stub.url, clean_prices, pages=[page], wiki_http={"retries": 1, "read_timeout": 5}
+    )
     report = run_pipeline(document)
 
     assert report.exit_code == EXIT_OK, report.reason
