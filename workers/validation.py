@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+import re
 import reprlib
-import unicodedata
 from collections.abc import Mapping
 from typing import Any
 
@@ -43,6 +43,7 @@ _FUTURE_SLACK = dt.timedelta(days=1)
 MAX_NAME_LENGTH = 32
 
 _PRICES = ("open", "high", "low", "close")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")  # Unicode's control characters (category Cc)
 
 
 class InvalidPrice(ValueError):
@@ -98,7 +99,7 @@ def _name_problem(field: str, value: Any) -> str | None:
         return f"{field} {_preview(value)} is not a non-empty string"
     if len(value) > MAX_NAME_LENGTH:
         return f"{field} of {len(value):,} characters is longer than {MAX_NAME_LENGTH}: {_preview(value)}"
-    if any(unicodedata.category(char) == "Cc" for char in value):
+    if _CONTROL.search(value):
         return f"{field} {_preview(value)} holds a control character"
     return None
 
