@@ -413,3 +413,16 @@ def test_page_shapes_fail_their_rows_only_and_keep_them_whole(stub, run_pipeline
     tasks = plan(["btc", "eth", "ltc"], EXCHANGES, START, START)
     check_accounting(report, tasks=tasks, dataset=dataset, database_url=clean_prices, entries=[])
     assert query(clean_prices, "SELECT DISTINCT symbol FROM prices ORDER BY 1") == [("BTC",), ("ETH",), ("LTC",)]
+
+
+@pytest.mark.timeout(60)
+def test_an_absurdly_long_symbol_is_refused_in_a_short_line_and_kept_whole(stub, run_pipeline, clean_prices, caplog):
+    absurd = "BTC" * 100_000
+    report = run_pipeline(_wiki_or_symbols_pipeline(stub.url, clean_prices, symbols=["ETH", absurd], date="2020-04-02"))
+
+    assert report.exit_code == EXIT_OK, report.reason
+    (entry,) = read_dead_letters(report.dead_letter_path)
+    assert (entry["stage"], entry["item"], entry["error_type"]) == ("PriceWorker", absurd, "ValueError")
+    assert entry["message"].startswith("symbol of 300,000 characters is longer than 32") and len(entry["message"]) < 120
+    assert max(len(record.getMessage()) for record in caplog.records) < 500, "a log line carries the symbol"
+    assert query(clean_prices, "SELECT DISTINCT symbol FROM prices") == [("ETH",)]
