@@ -13,8 +13,9 @@ from collections import Counter
 from collections.abc import Iterator, Mapping
 from typing import Any, Literal
 
-from workers.price_worker import PriceServerClient, clean_symbol, parse_day, parse_exchanges
+from workers.price_client import PriceServerClient, parse_day, parse_exchanges
 from workers.records import PriceTask
+from workers.validation import clean_name
 
 __all__ = ["TaskPlanner"]
 
@@ -72,7 +73,7 @@ class TaskPlanner:
 
     def process(self, item: str) -> Iterator[PriceTask]:
         """Yield the tasks of one symbol (see the class docstring for the order)."""
-        symbol = clean_symbol(item)
+        symbol = clean_name(item)
         exchanges = self._server.exchanges() if self._exchanges == "all" else self._exchanges
         end = self._last_day()
         # Date-major, exchanges innermost: consecutive tasks hit different

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from workers.price_worker import ExchangesFailed, PriceDataError, PriceWorker
+from workers.price_worker import ExchangesFailed, InvalidPrice, PriceDataError, PriceWorker
 from workers.records import PriceRecord, PriceTask
 
 # Fail fast in tests: no retries unless a test asks for them.
@@ -105,7 +105,7 @@ def price_json(**overrides: Any) -> bytes:
         ({"date": "2020-13-01"}, "date must be"),
         ({"exchanges": []}, "empty"),
         ({"exchanges": "binance"}, "exchanges must be 'all' or a list"),
-        ({"exchanges": ["binance", ""]}, "non-empty strings"),
+        ({"exchanges": ["binance", ""]}, "exchange '' is not a non-empty string"),
         ({"xpath": "//fin-streamer["}, "bad xpath"),
         ({"date_xpath": "//*[@id="}, "bad date_xpath"),
         ({"http": {"retry": 3}}, "bad http parameters"),
@@ -132,20 +132,20 @@ def test_base_url_defaults_to_environment(monkeypatch: pytest.MonkeyPatch, stub:
 
 
 @pytest.mark.parametrize(
-    ("body", "reason"),
+    ("body", "error_type", "reason"),
     [
-        (b"{not json", "bad JSON"),
-        (b"", "bad JSON"),
-        (b'["a", "list"]', "expected a price object"),
-        (price_json(close="7,000"), "non-numeric close"),
-        (price_json(volume=True), "non-numeric volume"),
-        (price_json(high=None), "non-numeric high"),
-        (price_json(low=...), "lacks low"),
-        (price_json(open=..., volume=...), "lacks open, volume"),
+        (b"{not json", PriceDataError, "bad JSON"),
+        (b"", PriceDataError, "bad JSON"),
+        (b'["a", "list"]', PriceDataError, "expected a price object"),
+        (price_json(close="7,000"), InvalidPrice, "close '7,000' is not a number"),
+        (price_json(volume=True), InvalidPrice, "volume True is not a number"),
+        (price_json(high=None), PriceDataError, "lacks high"),
+        (price_json(low=...), PriceDataError, "lacks low"),
+        (price_json(open=..., volume=...), PriceDataError, "lacks open, volume"),
     ],
 )
 def test_malformed_price_fails_the_task_with_reason_and_url(
-    make_worker: Any, stub: SimpleNamespace, body: bytes, reason: str
+    make_worker: Any, stub: SimpleNamespace, body: bytes, error_type: type, reason: str
 ) -> None:
     stub.routes["/price/binance/btc/2020-01-02"] = (200, body, {})
     worker = make_worker(stub.url)
@@ -153,7 +153,7 @@ def test_malformed_price_fails_the_task_with_reason_and_url(
     records, error = run(worker, PriceTask("BTC", "binance", "2020-01-02"))
 
     assert records == []
-    assert isinstance(error, PriceDataError)
+    assert isinstance(error, error_type)
     assert reason in str(error)
     assert f"{stub.url}/price/binance/btc/2020-01-02" in str(error)
 
@@ -180,9 +180,9 @@ def test_symbol_is_escaped_in_the_url(make_worker: Any, stub: SimpleNamespace) -
 
 
 def test_one_failed_exchange_keeps_the_others_records(make_worker: Any, stub: SimpleNamespace) -> None:
-    stub.routes["/price/a/btc/2020-01-02"] = (200, price_json(close=10), {})
+    stub.routes["/price/a/btc/2020-01-02"] = (200, price_json(close=10, high=40), {})
     stub.routes["/price/b/btc/2020-01-02"] = (503, b"down", {})
-    stub.routes["/price/c/btc/2020-01-02"] = (200, price_json(close=30), {})
+    stub.routes["/price/c/btc/2020-01-02"] = (200, price_json(close=30, high=40), {})
     stub.routes["/price/d/btc/2020-01-02"] = (200, b"<html>", {})
     worker = make_worker(stub.url, exchanges=["a", "b", "c", "d"], date="2020-01-02")
 
@@ -490,3 +490,20 @@ def test_prepare_stage_checks_the_server_and_exchanges(price_server: Any, stub: 
         PriceWorker.prepare_stage({"base_url": stub.url, "http": NO_RETRY})
     with pytest.raises(ValueError, match="unknown mode"):
         PriceWorker.prepare_stage({"base_url": price_server.url, "mode": "web"})
+
+
+@pytest.mark.parametrize("item", [
+    "B" * 10_000_000,
+    PriceTask("B" * 10_000_000, "kraken", "2020-01-02"),
+    {"symbol": "btc", "exchange": "k" * 10_000_000, "date": "2020-01-02"},
+    "BTC\x00",
+])
+def test_an_absurd_symbol_or_exchange_fails_before_any_request_with_a_short_message(
+    make_worker: Any, stub: SimpleNamespace, item: Any
+) -> None:
+    worker = make_worker(stub.url, exchanges=["kraken"], date="2020-01-02")
+
+    records, error = run(worker, item)
+
+    assert records == [] and stub.seen == []
+    assert isinstance(error, ValueError) and len(str(error)) < 120, str(error)[:300]

@@ -13,12 +13,14 @@ import requests
 from hypothesis import given
 from hypothesis import strategies as st
 
-from workers.wiki_worker import WikiWorker, extract_column
+from engine.contract import ItemsFailed
+from workers.wiki_worker import MAX_CELL_CHARS, MAX_CELL_DEPTH, FailedRow, WikiWorker, extract_column, read_column
 
 FIXTURES = Path(__file__).parent / "fixtures" / "wiki"
 BUNDLED = "crypto_bundled.html"
 SP500 = "sp500_constituents.html"
 WIKIPEDIA_CRYPTO = "crypto_wikipedia.html"
+SHAPES = "crypto_shapes.html"
 
 
 def page(name: str) -> bytes:
@@ -233,6 +235,133 @@ def test_any_column_with_noise_round_trips(symbols: list[str], limit: int | None
     assert extract_column(table("<th>Name</th><th>Symbol</th>", *rows), limit=limit) == expected
 
 
+# --- real page shapes ------------------------------------------------------------------
+
+
+def test_shapes_page_primary_tickers_without_section_rows() -> None:
+    found = read_column(page(SHAPES), ticker=True)
+    assert found.values == ["BTC", "LTC", "NMC", "XRP", "DOGE", "ETH", "ZEC", "BCH", "stETH", "AUR"]
+    assert found.failures == []
+
+
+def test_section_rows_are_not_values_even_as_plain_text() -> None:
+    values = extract_column(page(SHAPES))
+    assert not {"Active", "Defunct", "Withdrawn entries"} & set(values)
+    assert values[:3] == ["BTC, XBT, ₿", "LTC, Ł", "NMC"]
+
+
+@pytest.mark.parametrize(
+    ("cell", "expected"),
+    [
+        ("BTC, XBT, ₿", "BTC"),
+        ("BTC / XBT", "BTC"),
+        ("BTC/XBT", "BTC"),
+        ("XBT (BTC)", "XBT"),
+        ("Bitcoin (BTC)", "BTC"),
+        ("₿ BTC", "BTC"),
+        ("Ξ ETH", "ETH"),
+        ("BRK.B", "BRK.B"),
+        ("BF-B", "BF-B"),
+        ("1INCH", "1INCH"),
+        ("stETH", "stETH"),
+        ("DOGE; XDG", "DOGE"),
+        ("BTC[1]", "BTC"),
+        ("<b>XRP</b><br>Ripples", "XRP"),
+    ],
+)
+def test_a_cell_of_several_codes_gives_the_first_that_looks_like_a_ticker(cell: str, expected: str) -> None:
+    html = table("<th>Symbol</th>", f"<td>{cell}</td>")
+    assert read_column(html, ticker=True).values == [expected]
+    assert WikiWorker().ticker is True  # the worker reads tickers unless told otherwise
+
+
+def test_a_cell_of_signs_only_is_empty_and_one_of_words_without_a_ticker_fails_its_row() -> None:
+    html = table("<th>Symbol</th>", "<td>BTC</td>", "<td>&mdash;</td>", "<td>₿</td>", "<td>see notes</td>", "<td>ETH</td>")
+    found = read_column(html, ticker=True, source="http://wiki/x")
+    assert found.values == ["BTC", "ETH"]
+    ((row, error),) = found.failures
+    assert (row.page, row.row, row.column, row.cell) == ("http://wiki/x", 5, "Symbol", "<td>see notes</td>")
+    assert str(error) == "row 5 of table.wikitable on http://wiki/x: no ticker in 'see notes'"
+
+
+@pytest.mark.parametrize(
+    "row",
+    [
+        '<td colspan="3">Stablecoins</td>',
+        '<td colspan="2"><b>Defunct</b></td>',
+        '<td colspan="2">Withdrawn</td><td>\u00a0</td>',
+        '<th colspan="3" scope="row">Forks</th>',
+    ],
+)
+def test_a_full_width_section_row_is_not_a_symbol(row: str) -> None:
+    html = table("<th>Name</th><th>Symbol</th><th>Year</th>", "<td>Bitcoin</td><td>BTC</td><td>2009</td>", row,
+                 "<td>Ether</td><td>ETH</td><td>2015</td>")
+    assert extract_column(html) == ["BTC", "ETH"]
+    assert read_column(html, ticker=True).values == ["BTC", "ETH"]
+
+
+def test_a_spanning_cell_in_a_row_with_other_values_is_data() -> None:
+    html = table("<th>Name</th><th>Symbol</th><th>Year</th>", '<td colspan="2">BTC</td><td>2009</td>')
+    assert extract_column(html) == ["BTC"]
+
+
+def _nested(depth: int, text: str = "BTC") -> str:
+    return "<span>" * depth + text + "</span>" * depth
+
+
+@pytest.mark.parametrize("depth", [MAX_CELL_DEPTH + 1, 5_000, 20_000])
+def test_a_cell_nested_thousands_deep_fails_its_row_only(depth: int) -> None:
+    cell = f"<td>{_nested(depth)}</td>"
+    html = table("<th>Symbol</th>", "<td>ETH</td>", cell, "<td>LTC</td>")
+    for ticker in (False, True):
+        found = read_column(html, ticker=ticker, source="http://wiki/deep")
+        assert found.values == ["ETH", "LTC"]
+        ((row, error),) = found.failures
+        assert (row.row, row.cell) == (3, cell)  # the whole cell, for the dead-letter file
+        assert str(error) == f"row 3 of table.wikitable on http://wiki/deep: cell nested more than {MAX_CELL_DEPTH} tags deep"
+
+
+def test_a_cell_nested_as_deep_as_allowed_is_read() -> None:
+    html = table("<th>Symbol</th>", f"<td>{_nested(MAX_CELL_DEPTH - 1)}</td>")
+    assert extract_column(html) == ["BTC"]
+
+
+def test_a_deeply_nested_header_cell_names_no_column_and_the_page_still_reads() -> None:
+    html = table(f"<th>{_nested(5_000, 'Symbol')}</th><th>Symbol</th>", "<td>x</td><td>BTC</td>")
+    assert extract_column(html) == ["BTC"]
+
+
+@pytest.mark.parametrize("ticker", [False, True])
+def test_a_10_mb_cell_fails_its_row_with_a_short_message_and_is_kept_whole(ticker: bool) -> None:
+    huge = "BTC " * 2_500_000
+    html = table("<th>Symbol</th>", "<td>ETH</td>", f"<td>{huge}</td>", "<td>LTC</td>")
+    found = read_column(html, ticker=ticker, source="http://wiki/huge")
+    assert found.values == ["ETH", "LTC"]
+    ((row, error),) = found.failures
+    assert row.cell == f"<td>{huge}</td>"
+    assert str(error) == f"row 3 of table.wikitable on http://wiki/huge: cell text is over {MAX_CELL_CHARS:,} characters"
+    assert len(repr(row)) < 100  # logs name the row, not its 10 MB
+
+
+def test_footnote_markers_are_peeled_in_linear_time() -> None:
+    # A regex anchored at the end backtracks quadratically over thousands of "[]".
+    cell = "BTC" + "[]" * (MAX_CELL_CHARS // 2 - 10)
+    assert extract_column(table("<th>Symbol</th>", f"<td>{cell}</td>")) == ["BTC"]
+
+
+def test_worker_passes_the_good_rows_and_fails_the_bad_ones_as_items(wiki: _WikiServer, make_worker) -> None:
+    body = table("<th>Symbol</th>", "<td>BTC, XBT</td>", f"<td>{_nested(3_000)}</td>", "<td>ETH</td>",
+                 f"<td>{'X' * (MAX_CELL_CHARS + 1)}</td>")
+    wiki.script["/wiki/shapes"] = [(200, {"Content-Type": "text/html; charset=utf-8"}, body.encode())]
+    url = f"{wiki.url}/wiki/shapes"
+    with pytest.raises(ItemsFailed) as caught:
+        make_worker().process(url)
+    assert caught.value.outputs == ["BTC", "ETH"]
+    rows = [row for row, _ in caught.value.failures]
+    assert [(row.page, row.row) for row in rows] == [(url, 3), (url, 5)]
+    assert all(isinstance(row, FailedRow) for row in rows)
+
+
 # --- params -------------------------------------------------------------------------
 
 
@@ -251,11 +380,14 @@ def test_any_column_with_noise_round_trips(symbols: list[str], limit: int | None
         ({"table_selector": "table[["}, "is not a valid CSS selector"),
         ({"http": ["retries", 3]}, "http must be a mapping"),
         ({"http": {"retry": 3}}, "bad http params"),
+        ({"ticker": "yes"}, "ticker must be true or false"),
     ],
 )
 def test_bad_params_raise_value_error(params: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         WikiWorker(**params)
+    with pytest.raises(ValueError, match=message):  # before the run, by the same check
+        WikiWorker.prepare_stage(params)
 
 
 def test_extract_column_checks_its_arguments_too() -> None:
@@ -360,7 +492,7 @@ def test_page_without_charset_header_is_decoded_from_its_meta_tag(wiki: _WikiSer
     # requests would decode this body as ISO-8859-1 and turn the nbsp into "Â".
     body = '<html><head><meta charset="utf-8"></head><body>' + table("<th>Symbol</th>", "<td>\u00a0Ξ\u00a0ETH</td>")
     wiki.script["/wiki/plain"] = [(200, {"Content-Type": "text/html"}, body.encode())]
-    assert list(make_worker().process(f"{wiki.url}/wiki/plain")) == ["Ξ ETH"]
+    assert list(make_worker(ticker=False).process(f"{wiki.url}/wiki/plain")) == ["Ξ ETH"]
 
 
 def test_500_then_200_is_retried(wiki: _WikiServer, make_worker) -> None:
