@@ -53,7 +53,8 @@ Import from the package; its submodules are internal.
 """
 
 from .app import CryptoServerApp, create_app
-from .data import Asset, DataError, Dataset, DayRange, UnknownName, load_dataset
+from .data import Asset, DataError, Dataset, DayRange, UnknownName
+from .load import load_dataset
 from .faults import Faults, Stats
 from .server import ServerHandle, serve_in_background
 

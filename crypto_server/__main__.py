@@ -10,7 +10,8 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from .app import create_app
-from .data import DataError, load_dataset, parse_day
+from .data import DataError, parse_day
+from .load import load_dataset
 from .server import _bind
 from .synthetic import FIRST_DAY, LAST_DAY, MAX_ASSETS
 
