@@ -26,17 +26,14 @@ import requests
 from sqlalchemy import create_engine, text
 
 import crypto_server
-from tests.cli.test_app import MAIN, _env, _interrupt, _write
+from tests.cli.test_app import MAIN, _env, _free_port, _interrupt, _write
 
 STARTED = re.compile(r"started the bundled price server for this run at (http://127\.0\.0\.1:\d+) \(process (\d+)")
 EXCHANGE = "kraken"
 
 
 def _free_url() -> str:
-    """A local URL where nothing listens (a port the OS just handed out and took back)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return f"http://127.0.0.1:{sock.getsockname()[1]}"
+    return f"http://127.0.0.1:{_free_port()}"
 
 
 def _gated_pipeline(tmp_path: Path) -> Path:
