@@ -118,10 +118,13 @@ def start_server_process(
             command += [f"--{name.replace('_', '-')}", str(value)]
     path = os.environ.get("PYTHONPATH")
     env = {**os.environ, "PYTHONPATH": _IMPORT_ROOT + (os.pathsep + path if path else "")}
-    process = subprocess.Popen(
-        command, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1,
-        **_own_session(),
-    )  # fmt: skip
+    try:
+        process = subprocess.Popen(
+            command, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1,
+            **_own_session(),
+        )  # fmt: skip
+    except OSError as exc:
+        raise ServerProcessError(f"cannot start {sys.executable}: {exc.strerror or exc}") from None
     answers: queue.Queue[str | None] = queue.Queue()
     threading.Thread(
         target=_read_lines, args=(process.stdout, answers), name=f"crypto_server-{process.pid}", daemon=True
@@ -150,8 +153,8 @@ def serve_for_parent(handle: ServerHandle, commands: IO[str] = sys.stdin, answer
                 _send(answers, {})
             else:
                 _send(answers, {"error": f"unknown command {command!r}"})
-    except BrokenPipeError:
-        pass  # the parent is gone
+    except BrokenPipeError:  # the parent is gone
+        os.dup2(os.open(os.devnull, os.O_WRONLY), answers.fileno())  # so the flush at exit cannot fail again
     finally:
         handle.stop()
 
@@ -174,8 +177,9 @@ def _read_lines(stream: IO[str], answers: queue.Queue[str | None]) -> None:
         for line in stream:
             answers.put(line)
     except (OSError, ValueError):
-        pass  # the pipe was closed under us by stop()
+        pass  # the pipe was closed under us
     finally:
+        stream.close()
         answers.put(None)
 
 
@@ -195,7 +199,10 @@ def _answer(process: subprocess.Popen[str], answers: queue.Queue[str | None], ti
         raise ServerProcessError(
             f"the price server process ended (exit code {code}) before answering {what!r}; see its message above"
         )
-    answer = json.loads(line)
+    try:
+        answer = json.loads(line)
+    except ValueError:
+        raise ServerProcessError(f"the price server process wrote {line[:80]!r} instead of a JSON answer") from None
     if "error" in answer:
         raise ServerProcessError(f"the price server process: {answer['error']}")
     return answer
