@@ -41,7 +41,7 @@ def http_server() -> Iterator[Any]:
     def start(*answers: tuple[int, str, bytes]) -> str:
         handler = type("Handler", (_Handler,), {"answers": list(answers)})
         server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        threading.Thread(target=server.serve_forever, daemon=True).start()
+        threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
         servers.append(server)
         return f"http://127.0.0.1:{server.server_address[1]}"
 
@@ -91,6 +91,13 @@ def test_a_faulty_price_server_is_asked_again(http_server):
     assert private_price_server(url) is None
 
 
+def test_a_server_failing_throughout_the_check_is_used_with_a_warning(http_server, caplog):
+    # It may be a demo server at a high error rate: the run's retries and checks decide.
+    url = http_server((503, JSON, b'{"status": 503}'))
+    assert private_price_server(url, timeout=0.5) is None
+    assert "answers 503 to GET /exchanges; using it anyway" in caplog.text
+
+
 @pytest.mark.parametrize(
     "answer, reason",
     [
@@ -99,9 +106,8 @@ def test_a_faulty_price_server_is_asked_again(http_server):
         ((200, JSON, b'{"exchanges": ["kraken"]}'), "not a JSON list of exchange names"),
         ((200, JSON, b"[1, 2]"), "not a JSON list of exchange names"),
         ((200, "text/html", b"<html></html>"), "not a JSON list of exchange names"),
-        ((503, JSON, b"{}"), "answered 503"),  # failing for the whole probe
     ],
-    ids=["404 page", "403", "JSON object", "list of numbers", "HTML", "always 503"],
+    ids=["404 page", "403", "JSON object", "list of numbers", "HTML"],
 )
 def test_other_http_servers_are_refused_saying_what_they_answered(http_server, answer, reason):
     url = http_server(answer)
