@@ -61,22 +61,24 @@ def private_price_server(configured: str | None, timeout: float = PROBE_TIMEOUT)
         if parts.scheme != "http" or not _is_loopback(parts.hostname):
             return None
         try:
-            port = parts.port or 80
+            port = 80 if parts.port is None else parts.port
         except ValueError:
             raise PriceServerError(
                 f"PRICE_SERVER_URL={configured}: the port is not a number between 0 and 65535; "
                 "correct it in .env.local or the environment"
             ) from None
-        problem = _what_is_wrong(parts.hostname or "", port, parts.path.rstrip("/"), timeout)
-        if problem is None:
-            log.info("using the price server at PRICE_SERVER_URL=%s", configured)
-            return None
-        if problem is not _NOTHING:
+        try:
+            problem = _what_is_wrong(parts.hostname or "", port, parts.path.rstrip("/"), timeout)
+        except _NothingListens:
+            return _start_bundled(configured)
+        if problem is not None:
             raise PriceServerError(
                 f"PRICE_SERVER_URL={configured}: what listens there is not a price server ({problem}); "
                 "set PRICE_SERVER_URL in .env.local or the environment to your price server, "
                 "or to a local port where nothing listens to have the bundled one started for each run"
             )
+        log.info("using the price server at PRICE_SERVER_URL=%s", configured)
+        return None
     return _start_bundled(configured)
 
 
@@ -105,10 +107,6 @@ def _is_loopback(host: str | None) -> bool:
         return False
 
 
-# What _what_is_wrong() returns when nothing listens at all.
-_NOTHING = "nothing listens there"
-
-
 class _NothingListens(Exception):
     """The connection was refused (or the address is not usable here): no program listens."""
 
@@ -116,14 +114,12 @@ class _NothingListens(Exception):
 def _what_is_wrong(host: str, port: int, path: str, timeout: float) -> str | None:
     """None if a price server answers at host:port; else what is wrong, as a phrase.
 
-    Returns :data:`_NOTHING` (that very object) when no program listens there.
+    Raises :class:`_NothingListens` when no program listens there.
     """
     deadline = time.monotonic() + timeout
     while True:
         try:
             status, content_type, body = _get(host, port, f"{path}/exchanges", deadline)
-        except _NothingListens:
-            return _NOTHING
         except TimeoutError:
             return f"no HTTP answer to GET {path}/exchanges within {timeout:g}s"
         except (OSError, http.client.HTTPException) as exc:

@@ -162,7 +162,9 @@ def test_remote_and_https_urls_are_used_as_they_are():
 
 
 @pytest.mark.timeout(60)
-@pytest.mark.parametrize("configured", ["free port", None], ids=["nothing listens", "not set"])
+@pytest.mark.parametrize(
+    "configured", ["free port", "http://127.0.0.1:0", None], ids=["nothing listens", "port 0", "not set"]
+)
 def test_nothing_there_gets_a_private_bundled_server_elsewhere(configured):
     if configured == "free port":
         configured = f"http://127.0.0.1:{_free_port()}"
