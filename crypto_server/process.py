@@ -137,11 +137,14 @@ def start_server_process(
     return ServerProcess(process, answers, ready)
 
 
-def serve_for_parent(handle: ServerHandle, commands: IO[str] = sys.stdin, answers: IO[str] = sys.stdout) -> None:
+def serve_for_parent(handle: ServerHandle, commands: IO[str] | None = None, answers: IO[str] | None = None) -> None:
     """The child's side: announce ``handle.url``, answer commands until ``commands`` ends, then stop.
 
-    Called by ``python -m crypto_server --child``.
+    ``commands`` and ``answers`` default to stdin and stdout. Called by
+    ``python -m crypto_server --child``.
     """
+    commands = sys.stdin if commands is None else commands
+    answers = sys.stdout if answers is None else answers
     try:
         _send(answers, {"url": handle.url, "pid": os.getpid()})
         for line in commands:  # ends when the parent closes the pipe, or dies
