@@ -128,7 +128,7 @@ def run_history(
 ) -> HistoryRun:
     """Run the pipeline once over ``tasks`` into an emptied ``prices`` table and check the outcome.
 
-    ``server`` is a :class:`bench.services.ServerProcess` sleeping ``latency`` per request.
+    ``server`` is a :class:`crypto_server.ServerProcess` sleeping ``latency`` per request.
     Raises ``RuntimeError`` if the run did not fetch and store every task, and
     ``KeyboardInterrupt`` if it was interrupted.
     """

@@ -11,7 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dotenv import load_dotenv
 from rich.console import Console
@@ -19,10 +19,13 @@ from rich.logging import RichHandler
 from sqlalchemy.engine import make_url
 
 from cli.display import LiveView, render_summary
-from cli.price_server import PriceServerError, ensure_price_server
+from cli.price_server import PriceServerError, private_price_server
 from engine import PipelineConfigError, StageSetupError
 from engine.report import EXIT_CONFIG, EXIT_INTERRUPTED, EXIT_STAGE_DIED
 from yaml_reader import YamlPipelineExecutor
+
+if TYPE_CHECKING:
+    from crypto_server import ServerProcess
 
 log = logging.getLogger("main")
 
@@ -31,8 +34,9 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 _EPILOG = """\
 environment (read from .env.local at the repository root; variables already set win):
   PIPELINE_LOCATION   pipeline file to run when --pipeline is not given
-  PRICE_SERVER_URL    the price server; a local address where nothing listens
-                      gets the bundled crypto_server started automatically
+  PRICE_SERVER_URL    the price server, used if one answers there; if nothing listens
+                      at this local address, each run starts its own bundled
+                      crypto_server on a free port (never this one)
   DATABASE_URL        any SQLAlchemy URL to write to (postgresql://..., sqlite:///...)
   POSTGRES_HOST, POSTGRES_PORT, POSTGRES_USER, POSTGRES_PASSWORD, POSTGRES_DB
                       an external PostgreSQL, used when DATABASE_URL is not set
@@ -41,7 +45,8 @@ environment (read from .env.local at the repository root; variables already set 
 exit codes:
   0    done (items that failed are listed in the dead-letter file)
   1    a stage died, or items failed with --strict
-  2    the run could not start: bad pipeline file, unreachable database, port in use
+  2    the run could not start: bad pipeline file, unreachable database, something
+       other than a price server at PRICE_SERVER_URL
   130  interrupted (Ctrl+C or SIGTERM: once stops the sources and lets queued items
        finish, twice stops fast but still stores what was fetched, three times exits now)
 """
@@ -115,15 +120,39 @@ def _pipeline_path(option: str | None) -> Path:
 
 
 def _run(args: argparse.Namespace, console: Console, live: bool) -> int:
+    """Run the pipeline with the price server it needs, which is started first (the config names its URL)."""
     try:
         path = _pipeline_path(args.pipeline)
+        server = _price_server_for(path)
+    except (PipelineConfigError, PriceServerError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    try:
+        env = None if server is None else {**os.environ, "PRICE_SERVER_URL": server.url}
+        return _run_pipeline(args, console, live, path, env)
+    finally:
+        if server is not None:
+            server.stop()
+
+
+def _price_server_for(path: Path) -> ServerProcess | None:
+    """The private price server this run starts, or None (the pipeline needs none, or uses the configured one)."""
+    try:
+        uses_price_server = "PRICE_SERVER_URL" in path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return None  # loading the pipeline says what is wrong with the file
+    return private_price_server(os.environ.get("PRICE_SERVER_URL")) if uses_price_server else None
+
+
+def _run_pipeline(
+    args: argparse.Namespace, console: Console, live: bool, path: Path, env: dict[str, str] | None
+) -> int:
+    try:
         view = LiveView(console, path.stem) if live else None
         executor = YamlPipelineExecutor(
-            path, run_dir=args.run_dir, strict=args.strict, on_status=view.update if view else None
+            path, env=env, run_dir=args.run_dir, strict=args.strict, on_status=view.update if view else None
         )
-        uses_price_server = "PRICE_SERVER_URL" in path.read_text(encoding="utf-8")
-        server = ensure_price_server(os.environ.get("PRICE_SERVER_URL")) if uses_price_server else None
-    except (PipelineConfigError, PriceServerError) as exc:
+    except PipelineConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
 
@@ -140,8 +169,6 @@ def _run(args: argparse.Namespace, console: Console, live: bool) -> int:
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
-        if server is not None:
-            server.stop()
     executor.run_path.mkdir(parents=True, exist_ok=True)
     (executor.run_path / "report.json").write_text(json.dumps(report.to_dict(), indent=2) + "\n")
     Console().print(render_summary(report, path.stem))

@@ -1,55 +1,192 @@
-"""Start the bundled crypto_server when the pipeline needs one that is not running."""
+"""Which price server a run uses: the one at ``PRICE_SERVER_URL``, or a private bundled one.
+
+For a local ``http://`` URL (127.0.0.1, localhost, ::1):
+
+- a price server answers there: the run uses it and never stops it. Nothing of ours
+  ever listens at the configured URL, so whatever answers there was started on purpose
+  (the README's slow demo server, say).
+- nothing listens there: the bundled crypto_server is started in a child process on a
+  free port, for this run alone, and the run's pipeline is pointed at it. The run stops
+  it when it ends, and it stops by itself if the run is killed.
+- something else listens there (another program, macOS AirPlay on port 5000): the run
+  is refused with one line naming ``PRICE_SERVER_URL``.
+
+A price server is recognised as the tutorial API defines one: ``GET <url>/exchanges``
+answers 200 with a JSON list of strings within :data:`PROBE_TIMEOUT` seconds. A 429 or
+5xx answer (a demo server injecting faults) is asked again until then, and a server that
+answers nothing else is used (with a warning): it speaks HTTP and may be a price server
+having trouble, which the run's retries and checks deal with.
+
+Any other URL (a remote host, https) is used as it is; the pipeline's own checks apply.
+"""
 
 from __future__ import annotations
 
+import http.client
+import io
+import ipaddress
+import json
 import logging
 import socket
-from typing import Any, Protocol
-from urllib.parse import urlsplit
+import time
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote, urlsplit
+
+if TYPE_CHECKING:
+    from crypto_server import ServerProcess
 
 log = logging.getLogger(__name__)
 
-_LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1"}
-
-
-class _Server(Protocol):
-    url: str
-
-    def stop(self) -> None: ...
+PROBE_TIMEOUT = 5.0  # seconds: the demo server (--sleep 1 --jitter 0.5) answers well within it
+_RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+_RETRY_PAUSE = 0.2
+_MAX_BODY = 1 << 20  # a list of exchange names is a few hundred bytes
 
 
 class PriceServerError(Exception):
-    """The bundled server was needed but could not start; the message is one line."""
+    """The run cannot have a price server; the message is one line that says what to do."""
 
 
-def ensure_price_server(url: str | None) -> _Server | None:
-    """Start the bundled server at ``url`` if it is a local address where nothing listens.
+def private_price_server(configured: str | None, timeout: float = PROBE_TIMEOUT) -> ServerProcess | None:
+    """Start a private bundled server if the run needs one; None if it uses ``configured`` as it is.
 
-    Returns the started server (the caller stops it), or None when ``url`` is
-    remote, unset, or something already answers there.
+    ``configured`` is the value of ``PRICE_SERVER_URL`` (None: not set, which gets a
+    private server too). The caller points the pipeline at the returned server's
+    ``url`` and stops it when the run ends. Raises :class:`PriceServerError` when
+    something other than a price server listens at ``configured``, or the bundled
+    server cannot start.
     """
-    if not url:
+    if configured:
+        parts = urlsplit(configured)
+        if parts.scheme != "http" or not _is_loopback(parts.hostname):
+            return None
+        try:
+            port = 80 if parts.port is None else parts.port
+        except ValueError:
+            raise PriceServerError(
+                f"PRICE_SERVER_URL={configured}: the port is not a number between 0 and 65535; "
+                "correct it in .env.local or the environment"
+            ) from None
+        try:
+            problem = _what_is_wrong(parts.hostname or "", port, parts.path.rstrip("/"), timeout)
+        except _NothingListens:
+            return _start_bundled(configured)
+        if problem is not None:
+            raise PriceServerError(
+                f"PRICE_SERVER_URL={configured}: what listens there is not a price server ({problem}); "
+                "set PRICE_SERVER_URL in .env.local or the environment to your price server, "
+                "or to a local port where nothing listens to have the bundled one started for each run"
+            )
+        log.info("using the price server at PRICE_SERVER_URL=%s", configured)
         return None
-    parts = urlsplit(url)
-    host, port = parts.hostname, parts.port or (443 if parts.scheme == "https" else 80)
-    if host not in _LOCAL_HOSTS:
-        return None
-    if _listening(host, port):
-        log.info("using the price server already listening at %s", url)
-        return None
-    import crypto_server  # only when needed: it loads Flask and builds the data set
+    return _start_bundled(configured)
 
+
+def _start_bundled(configured: str | None) -> ServerProcess:
+    import crypto_server  # only when needed: it loads Flask
+
+    started = time.monotonic()
     try:
-        server: Any = crypto_server.serve_in_background(host=host, port=port)
-    except OSError as exc:
-        raise PriceServerError(f"cannot start the bundled price server on {host}:{port}: {exc.strerror or exc}") from None
-    log.info("started the bundled price server at %s (nothing was listening there)", server.url)
+        server = crypto_server.start_server_process()
+    except crypto_server.ServerProcessError as exc:
+        raise PriceServerError(f"cannot start the bundled price server: {exc}") from None
+    where = f"nothing listens at PRICE_SERVER_URL={configured}" if configured else "PRICE_SERVER_URL is not set"
+    log.info(
+        "%s: started the bundled price server for this run at %s (process %d, %.2fs)",
+        where, server.url, server.pid, time.monotonic() - started,
+    )  # fmt: skip
     return server
 
 
-def _listening(host: str, port: int) -> bool:
+def _is_loopback(host: str | None) -> bool:
+    if host == "localhost":
+        return True
     try:
-        with socket.create_connection((host, port), timeout=0.5):
-            return True
-    except OSError:
+        return ipaddress.ip_address(host or "").is_loopback
+    except ValueError:
         return False
+
+
+class _NothingListens(Exception):
+    """The connection was refused (or the address is not usable here): no program listens."""
+
+
+def _what_is_wrong(host: str, port: int, path: str, timeout: float) -> str | None:
+    """None if a price server answers at host:port; else what is wrong, as a phrase.
+
+    Raises :class:`_NothingListens` when no program listens there.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            status, content_type, body = _get(host, port, f"{path}/exchanges", deadline)
+        except TimeoutError:
+            return f"no HTTP answer to GET {path}/exchanges within {timeout:g}s"
+        except (OSError, http.client.HTTPException) as exc:
+            return f"GET {path}/exchanges got no HTTP answer: {type(exc).__name__}"
+        if status in _RETRY_STATUSES:
+            if time.monotonic() + _RETRY_PAUSE < deadline:
+                time.sleep(_RETRY_PAUSE)
+                continue
+            # An HTTP server failing for now, like a demo server with a high error rate: its
+            # clients' retries (and the price stage's own check) decide, not a guess from here.
+            log.warning("the server at PRICE_SERVER_URL answers %d to GET %s/exchanges; using it anyway", status, path)
+            return None
+        if status != 200:
+            return f"GET {path}/exchanges answered {status} {content_type}".rstrip()
+        try:
+            names = json.loads(body)
+        except (ValueError, RecursionError):
+            names = None
+        if isinstance(names, list) and all(isinstance(name, str) for name in names):
+            return None
+        return f"GET {path}/exchanges answered 200 {content_type}, not a JSON list of exchange names".rstrip()
+
+
+def _get(host: str, port: int, target: str, deadline: float) -> tuple[int, str, bytes]:
+    """GET ``target``: status, content type and body (at most _MAX_BODY bytes), all before ``deadline``.
+
+    Raises TimeoutError once the deadline passes, however slowly the peer trickles.
+    """
+    try:
+        sock = socket.create_connection((host, port), timeout=max(deadline - time.monotonic(), 0.001))
+    except TimeoutError:
+        raise  # something is there but does not accept: not nothing
+    except OSError:
+        raise _NothingListens from None
+    with sock:
+        host_header = f"[{host}]" if ":" in host else host
+        request = (
+            f"GET {quote(target, safe='/%')} HTTP/1.1\r\nHost: {host_header}:{port}\r\n"
+            "Accept: application/json\r\nConnection: close\r\n\r\n"
+        )
+        sock.sendall(request.encode("ascii"))
+        response = http.client.HTTPResponse(_Connection(sock, deadline), method="GET")  # type: ignore[arg-type]
+        response.begin()
+        return response.status, response.getheader("Content-Type", ""), response.read(_MAX_BODY)
+
+
+class _Connection:
+    """What ``http.client.HTTPResponse`` reads from: a socket whose every read respects one deadline."""
+
+    def __init__(self, sock: socket.socket, deadline: float) -> None:
+        self._raw = _DeadlineReader(sock, deadline)
+
+    def makefile(self, mode: str, *args: Any) -> io.BufferedReader:
+        return io.BufferedReader(self._raw)
+
+
+class _DeadlineReader(io.RawIOBase):
+    def __init__(self, sock: socket.socket, deadline: float) -> None:
+        self._sock = sock
+        self._deadline = deadline
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        remaining = self._deadline - time.monotonic()
+        if remaining <= 0:
+            raise TimeoutError("deadline passed")
+        self._sock.settimeout(remaining)
+        return self._sock.recv_into(buffer)

@@ -36,6 +36,13 @@ Python API::
                                         # errors_injected, rate_limited; stats.reset()
     handle.stop()                       # or use the handle as a context manager
 
+    with crypto_server.start_server_process(sleep=0.5) as server:   # in a child process
+        requests.get(f"{server.url}/exchanges")
+        server.stats()                  # the same counters, plus cpu_seconds of the child
+
+A server in a child process does not compete with its clients for the GIL; it stops
+when stopped, and also when its parent process ends in any way (see ``process.py``).
+
 ``create_app()`` returns the Flask app alone (it has the same ``dataset``, ``stats``,
 ``faults`` and ``set_faults()``), for the Flask test client. ``load_dataset()`` builds
 the :class:`Dataset` the server answers from; ``Dataset.price()`` returns exactly what
@@ -53,8 +60,10 @@ Import from the package; its submodules are internal.
 """
 
 from .app import CryptoServerApp, create_app
-from .data import Asset, DataError, Dataset, DayRange, UnknownName, load_dataset
+from .data import Asset, DataError, Dataset, DayRange, UnknownName
+from .load import load_dataset
 from .faults import Faults, Stats
+from .process import ServerProcess, ServerProcessError, start_server_process
 from .server import ServerHandle, serve_in_background
 
 __all__ = [
@@ -65,9 +74,12 @@ __all__ = [
     "DayRange",
     "Faults",
     "ServerHandle",
+    "ServerProcess",
+    "ServerProcessError",
     "Stats",
     "UnknownName",
     "create_app",
     "load_dataset",
     "serve_in_background",
+    "start_server_process",
 ]

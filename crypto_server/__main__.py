@@ -10,8 +10,10 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from .app import create_app
-from .data import DataError, load_dataset, parse_day
-from .server import _bind
+from .data import DataError, parse_day
+from .load import load_dataset
+from .process import serve_for_parent
+from .server import ServerHandle, _bind
 from .synthetic import FIRST_DAY, LAST_DAY, MAX_ASSETS
 
 _PROG = "crypto_server"
@@ -102,6 +104,13 @@ def _parser() -> argparse.ArgumentParser:
     )
 
     parser.add_argument("-v", "--verbose", action="store_true", help="log one line per request (debug level)")
+    parser.add_argument(
+        "--child",
+        action="store_true",
+        help="run as another program's child process (see crypto_server.start_server_process): write "
+        '{"url": ...} as one JSON line on stdout once listening, answer the commands stats and reset '
+        "read from stdin, and stop when stdin closes",
+    )
     return parser
 
 
@@ -145,6 +154,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    if args.child:
+        serve_for_parent(ServerHandle(app, server))  # type: ignore[arg-type]
+        return 0
     host = f"[{server.host}]" if ":" in server.host else server.host
     print(
         f"{_PROG}: serving {len(dataset.symbols)} assets on {len(dataset.exchanges)} exchanges, "

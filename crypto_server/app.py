@@ -9,7 +9,8 @@ from flask import Flask, Response, jsonify, redirect, request
 from werkzeug.exceptions import BadRequest, HTTPException, NotFound
 
 from . import pages
-from .data import Dataset, UnknownName, load_dataset
+from .data import Dataset, UnknownName
+from .load import load_dataset
 from .faults import Faults, Stats, _FaultMiddleware
 
 

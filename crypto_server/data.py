@@ -1,7 +1,7 @@
 """The price data the server answers from: an immutable, in-memory :class:`Dataset`.
 
-Build one with :func:`load_dataset`: synthetic (seeded, deterministic) by default, or
-from a directory of Cryptowatch CSV exports.
+This module is the model only and imports nothing else of the package; the loaders
+(:mod:`.synthetic`, :mod:`.csvload`) build on it, and :func:`.load.load_dataset` picks one.
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ import re
 from array import array
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
@@ -261,32 +260,3 @@ def _round_price(x: float) -> float:
     if x == 0 or not math.isfinite(x):
         return x
     return round(x, max(0, 5 - math.floor(math.log10(abs(x)))))
-
-
-def load_dataset(
-    data_dir: str | Path | None = None,
-    *,
-    seed: int = 0,
-    assets: int = 100,
-    first_day: str | dt.date | None = None,
-    last_day: str | dt.date | None = None,
-) -> Dataset:
-    """Load Cryptowatch CSV exports from ``data_dir``, or build the synthetic dataset.
-
-    Synthetic data (``data_dir`` None) is a seeded random walk per asset for ``assets``
-    assets (the real list first, made-up ones past it) on eleven exchanges, from
-    ``first_day`` (default 2019-12-20) to ``last_day`` (default 2020-04-30). The same
-    arguments always give the same numbers, and a synthetic dataset is built once per
-    process and then shared (it is immutable). ``seed``, ``assets`` and the day range
-    are ignored for CSV data. Raises :class:`DataError` for unreadable or malformed
-    files and ``ValueError`` for bad arguments.
-    """
-    if data_dir is not None:
-        from .csvload import load_csv_dir
-
-        return load_csv_dir(Path(data_dir))
-    from . import synthetic
-
-    first = parse_day(first_day) if first_day is not None else synthetic.FIRST_DAY
-    last = parse_day(last_day) if last_day is not None else synthetic.LAST_DAY
-    return synthetic.build(int(seed), int(assets), first, last)

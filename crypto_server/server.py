@@ -14,7 +14,8 @@ from typing import Any
 from werkzeug.serving import ThreadedWSGIServer, WSGIRequestHandler
 
 from .app import CryptoServerApp, create_app
-from .data import Dataset, load_dataset
+from .data import Dataset
+from .load import load_dataset
 from .faults import Faults, Stats
 
 _log = logging.getLogger("crypto_server")

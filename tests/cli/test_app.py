@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -22,6 +23,13 @@ def _env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in ("PIPELINE_LOCATION", "PRICE_SERVER_URL")}
     env.update(extra)
     return env
+
+
+def _free_port() -> int:
+    """A local port where nothing listens: one the OS just handed out and took back."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 def _write(tmp_path: Path, document: dict[str, Any]) -> Path:
@@ -211,11 +219,12 @@ def test_show_db_reports_rows_and_how_to_open_the_database(clean_prices):
 
 
 def test_show_db_with_an_unreachable_database_exits_2_with_one_line():
+    port = _free_port()
     result = subprocess.run([sys.executable, str(MAIN), "--show-db"],
-                            env=_env(DATABASE_URL="postgresql://u:secret@127.0.0.1:1/x"),
+                            env=_env(DATABASE_URL=f"postgresql://u:secret@127.0.0.1:{port}/x"),
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 2
-    assert result.stderr.startswith("error: cannot reach postgresql+psycopg2://u:***@127.0.0.1:1/x")
+    assert result.stderr.startswith(f"error: cannot reach postgresql+psycopg2://u:***@127.0.0.1:{port}/x")
     assert "secret" not in result.stderr and "Traceback" not in result.stderr
 
 
