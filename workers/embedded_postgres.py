@@ -137,6 +137,9 @@ class EmbeddedPostgres:
     def _start_locked(self) -> None:
         self._files.users.mkdir(parents=True, exist_ok=True)
         self.pgdata.mkdir(parents=True, exist_ok=True)
+        initialised = (self.pgdata / "PG_VERSION").exists()
+        if initialised:
+            _check_version(self.pgdata)  # before anything touches a directory this build cannot use
         user = _system_user()
         if user is not None:
             _give_to_system_user(self.pgdata, user)
@@ -145,9 +148,7 @@ class EmbeddedPostgres:
         postmaster = _verified_postmaster(self.pgdata)
         if postmaster is None:
             _clear_stale_pid_file(self.pgdata)
-            if (self.pgdata / "PG_VERSION").exists():
-                _check_version(self.pgdata)
-            else:
+            if not initialised:
                 log.info("initialising embedded PostgreSQL data in %s", self.pgdata)
                 _run_pg(["initdb", "-D", str(self.pgdata), "--auth=trust", "--auth-local=trust",
                          "--encoding=utf8", "-U", "postgres"], user=user, timeout=300)
@@ -170,6 +171,7 @@ class EmbeddedPostgres:
             options = f"-h '' -k {shlex.quote(str(socket_dir))}"
         args = ["pg_ctl", "-D", str(self.pgdata), "-w", "-t", str(_START_TIMEOUT),
                 "-l", str(logfile), "-o", options, "start"]
+        log_start = logfile.stat().st_size if logfile.exists() else 0  # the log is kept across runs
         try:
             _run_pg(args, user=user, timeout=_START_TIMEOUT + 30)
         except Exception as exc:
@@ -177,10 +179,10 @@ class EmbeddedPostgres:
             started = _verified_postmaster(self.pgdata)
             if started is not None:
                 _shut_down(self.pgdata, started)
-            raise RuntimeError(_log_reason(logfile) or str(exc)) from exc
+            raise RuntimeError(_log_reason(logfile, log_start) or str(exc)) from exc
         postmaster = _verified_postmaster(self.pgdata)
         if postmaster is None:
-            raise RuntimeError(_log_reason(logfile) or "the server ended right after starting")
+            raise RuntimeError(_log_reason(logfile, log_start) or "the server ended right after starting")
         self._files.record_owner(postmaster)
         return postmaster
 
@@ -261,6 +263,7 @@ def _process_if_postmaster(pgdata: Path, info: _PidFile) -> psutil.Process | Non
             return None  # the pid was reused by a process that began at another time
         return proc if _serves(proc, pgdata) else None
     except psutil.Error:  # gone, or not ours to inspect: never treat it as ours
+        # (Another user's postmaster cannot serve our directory: PostgreSQL insists on owning it.)
         return None
 
 
@@ -487,7 +490,9 @@ def _run_pg(args: list[str], *, user: str | None, timeout: float) -> None:
         except subprocess.CalledProcessError as exc:
             out.seek(0)
             lines = [line.strip() for line in out.read().splitlines() if line.strip()]
-            raise RuntimeError(f"{args[0]}: {lines[-1] if lines else exc}") from exc
+            errors = [line for line in lines if re.search(r"\b(error|FATAL)\b", line)]  # not the hints after them
+            reason = str((errors or lines or [exc])[0])
+            raise RuntimeError(reason if reason.startswith(args[0]) else f"{args[0]}: {reason}") from exc
 
 
 @functools.cache
@@ -510,11 +515,11 @@ def _check_version(pgdata: Path) -> None:
         )
 
 
-def _log_reason(logfile: Path) -> str:
-    """The last FATAL/PANIC/ERROR line of the server log, which says why it did not start."""
+def _log_reason(logfile: Path, start: int) -> str:
+    """The last FATAL/PANIC/ERROR line the server logged after byte ``start``: why it did not start."""
     try:
         with open(logfile, "rb") as f:
-            f.seek(max(0, f.seek(0, os.SEEK_END) - 16384))
+            f.seek(max(start, f.seek(0, os.SEEK_END) - 16384))
             tail = f.read().decode("utf-8", errors="replace").splitlines()
     except OSError:
         return ""
