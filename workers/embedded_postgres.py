@@ -189,7 +189,8 @@ class EmbeddedPostgres:
     def _stop_if_unused_locked(self) -> None:
         users = self._files.drop_dead_leases()
         if users:
-            log.info("embedded PostgreSQL left running for %d other user(s), data in %s", len(users), self.pgdata)
+            log.info("embedded PostgreSQL left running, data in %s: still used by pid %s",
+                     self.pgdata, ", ".join(str(pid) for pid in sorted(set(users))))
             return
         postmaster = _verified_postmaster(self.pgdata)
         if postmaster is None:
