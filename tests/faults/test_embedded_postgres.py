@@ -235,3 +235,19 @@ def test_two_runs_share_one_data_directory_and_the_last_one_stops_it() -> None:
             proc.terminate()
             psutil.wait_procs([proc], timeout=30)
         shutil.rmtree(root, ignore_errors=True)
+
+
+def test_a_server_started_by_hand_is_used_and_left_running(pgdata: Path) -> None:
+    from workers.embedded_postgres import bin_dir
+
+    # As root the server runs as the data directory's owner (PostgreSQL refuses root).
+    owner = {"user": pgdata.stat().st_uid} if os.geteuid() == 0 else {}
+    pg_ctl = [str(bin_dir() / "pg_ctl"), "-D", str(pgdata), "-w"]
+    subprocess.run([*pg_ctl, "-l", str(pgdata / "by-hand.log"), "-o", f"-h '' -k {pgdata}", "start"],
+                   check=True, capture_output=True, timeout=60, **owner)
+    try:
+        [postmaster] = _servers(pgdata)
+        _run_user(pgdata)
+        assert not _ended(postmaster), "a server its users did not start was stopped"
+    finally:
+        subprocess.run([*pg_ctl, "-m", "fast", "stop"], capture_output=True, timeout=60, **owner)
