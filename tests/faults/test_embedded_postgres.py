@@ -238,7 +238,7 @@ def test_two_runs_share_one_data_directory_and_the_last_one_stops_it() -> None:
 
 
 def test_a_server_started_by_hand_is_used_and_left_running(pgdata: Path) -> None:
-    from workers.embedded_postgres import bin_dir
+    from workers.postmaster import bin_dir
 
     # As root the server runs as the data directory's owner (PostgreSQL refuses root).
     owner = {"user": pgdata.stat().st_uid} if os.geteuid() == 0 else {}
