@@ -94,3 +94,22 @@ def test_engine_log_lines_stay_short_whatever_the_item_and_error(tmp_path, caplo
     engine_records = [r for r in caplog.records if r.name.startswith("engine")]
     assert engine_records and max(len(r.getMessage()) for r in engine_records) < 1500
     assert all("\n" not in r.getMessage() for r in engine_records)
+
+
+class _ExitsInPrepare:
+    @classmethod
+    def prepare_stage(cls, params: dict) -> None:
+        raise SystemExit("the service\nis not there")
+
+    def process(self, item: object) -> None:  # pragma: no cover - never reached
+        return None
+
+
+def test_a_prepare_stage_that_calls_sys_exit_is_a_one_line_setup_error(tmp_path):
+    from engine import StageSetupError
+
+    config = PipelineConfig(queues={}, stages=(StageConfig("Check", _ExitsInPrepare, input_values=(1,)),))
+    with pytest.raises(StageSetupError) as caught:
+        PipelineExecutor(config, run_dir=tmp_path).run()
+    assert str(caught.value) == "stage Check cannot start: the service is not there"
+    assert list(tmp_path.iterdir()) == []
