@@ -265,7 +265,7 @@ class Stage:
             if worker is not None:
                 self._close(worker, slot, outputs)
                 outputs.flush()
-                slot.counters.update(getattr(worker, "counters", None) or {})
+                self._collect_counters(worker, slot)
             slot.outcome = outcome  # last: the monitor treats the thread as ended from here
             self._wake.set()
 
@@ -381,9 +381,15 @@ class Stage:
             close()
         except ItemsFailed as exc:  # a writer flushing its buffer can still fail some rows
             self._some_failed(exc, slot, outputs)
-        except Exception as exc:
+        except BaseException as exc:  # sys.exit() in close() too: the thread must still report its end
             log.error("%s: close() failed: %s", self.name, describe(exc))
             self._fail(None, RuntimeError(f"close() failed: {describe(exc)}"), slot)
+
+    def _collect_counters(self, worker: Any, slot: _Slot) -> None:
+        try:
+            slot.counters.update(getattr(worker, "counters", None) or {})
+        except Exception as exc:  # not a mapping of counts: say so, and end the thread normally
+            log.error("%s: the worker's counters cannot be summed: %s", self.name, describe(exc))
 
 
 class _Outputs:

@@ -113,3 +113,23 @@ def test_a_prepare_stage_that_calls_sys_exit_is_a_one_line_setup_error(tmp_path)
         PipelineExecutor(config, run_dir=tmp_path).run()
     assert str(caught.value) == "stage Check cannot start: the service is not there"
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_worker_with_bad_counters_and_sys_exit_in_close_still_ends_its_thread_cleanly(tmp_path, caplog):
+    seen: list[object] = []
+    previous, threading.excepthook = threading.excepthook, seen.append
+    try:
+        config = PipelineConfig(
+            queues={"q": QueueConfig("q")},
+            stages=(
+                StageConfig("Src", workers.Range, input_values=([0, 5],), output_queues=("q",)),
+                StageConfig("Rude", workers.BadManners, instances=2, input_queue="q"),
+            ),
+        )
+        report = PipelineExecutor(config, run_dir=tmp_path, on_status=lambda s: None).run()
+    finally:
+        threading.excepthook = previous
+    assert not seen  # no thread died with a traceback
+    assert report.stage("Rude").items_out == 5 and report.stage("Rude").state == "done"
+    assert report.stage("Rude").failed == 2  # each close() failure is recorded
+    assert any("counters cannot be summed" in r.getMessage() for r in caplog.records)

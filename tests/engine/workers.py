@@ -315,3 +315,16 @@ class DieOn:
         if item == "die":
             raise SystemExit("died on its item")
         return [item]
+
+
+class BadManners:
+    """Passes items on, but its ``counters`` are not counts and its ``close()`` calls sys.exit."""
+
+    def __init__(self) -> None:
+        self.counters = 5
+
+    def process(self, item: Any) -> Any:
+        return [item]
+
+    def close(self) -> None:
+        raise SystemExit("bye")
