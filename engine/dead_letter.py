@@ -59,11 +59,10 @@ class DeadLetterFile:
             if missing:
                 self._created.append(self.path)
             self._size = os.fstat(self._fd).st_size
-        except OSError as exc:
+        except (OSError, ValueError) as exc:  # ValueError: a NUL byte in a path given in Python
             self._remove_created()
-            raise DeadLetterError(
-                f"cannot write the dead-letter file {self.path}: {exc.strerror or exc}"
-            ) from None
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+            raise DeadLetterError(f"cannot write the dead-letter file {self.path}: {reason}") from None
 
     def write(self, stage: str, kind: str, item: Any, error_type: str, message: str) -> None:
         entry = {

@@ -288,8 +288,9 @@ def _reserve_run_dir(root: Path, name: str) -> Path:
             except FileExistsError:
                 continue
         raise FileExistsError(errno.EEXIST, "every name for this run is taken")
-    except OSError as exc:
-        raise RunStartError(f"cannot make the run directory under {root}: {exc.strerror or exc}") from None
+    except (OSError, ValueError) as exc:  # ValueError: a NUL byte in a path given in Python
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+        raise RunStartError(f"cannot make the run directory under {root}: {reason}") from None
 
 
 def _dir_safe(name: str) -> str:
