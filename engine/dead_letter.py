@@ -5,12 +5,21 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import json
+import errno
 import logging
+import os
 import threading
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
+
+from engine.errors import RunStartError
 
 log = logging.getLogger(__name__)
+
+
+class DeadLetterError(RunStartError):
+    """The dead-letter file cannot be written, so the run must not start; one line."""
 
 
 class DeadLetterFile:
@@ -18,15 +27,42 @@ class DeadLetterFile:
 
     ``kind`` is ``failed`` (the worker raised on the item) or ``lost`` (the item
     was never processed: its stage died, or the run was interrupted).
-    The file is created on the first entry, so a clean run leaves none.
+    :meth:`open` checks at start that the path can be written (raising
+    :class:`DeadLetterError`); a run with no entry leaves no file behind.
+    If a write fails later (disk full), :meth:`write` never raises: the file
+    keeps only whole lines, ``broken`` says why, ``unrecorded`` counts the
+    entries that are not in it, and ``on_broken`` is called once.
     Safe to call from any thread.
     """
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, on_broken: Callable[[str], None] | None = None) -> None:
         self.path = path
         self.count = 0
-        self._file: TextIO | None = None
+        self.unrecorded = 0
+        self.broken: str | None = None
+        self._on_broken = on_broken
+        self._fd: int | None = None
+        self._size = 0  # bytes of whole lines in the file
+        self._created: list[Path] = []  # what open() made, removed by close() if nothing was written
         self._lock = threading.Lock()  # one writer at a time keeps every line whole
+
+    def open(self) -> None:
+        """Open (creating if needed) the file for appending; raise :class:`DeadLetterError` if it cannot be."""
+        missing = [p for p in (self.path, *self.path.parents) if not os.path.lexists(p)]
+        try:
+            for directory in reversed(missing[1:]):
+                directory.mkdir()
+                self._created.append(directory)
+            # O_NONBLOCK: a FIFO with no reader fails at once instead of hanging the start.
+            self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NONBLOCK | os.O_CLOEXEC, 0o644)
+            os.set_blocking(self._fd, True)
+            if missing:
+                self._created.append(self.path)
+            self._size = os.fstat(self._fd).st_size
+        except (OSError, ValueError) as exc:  # ValueError: a NUL byte in a path given in Python
+            self._remove_created()
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+            raise DeadLetterError(f"cannot write the dead-letter file {self.path}: {reason}") from None
 
     def write(self, stage: str, kind: str, item: Any, error_type: str, message: str) -> None:
         entry = {
@@ -37,21 +73,66 @@ class DeadLetterFile:
             "error_type": error_type,
             "message": message,
         }
-        line = json.dumps(entry, default=_jsonable, ensure_ascii=False)
+        data = (_dumps(entry) + "\n").encode("utf-8", "backslashreplace")
         with self._lock:
-            if self._file is None:
-                self.path.parent.mkdir(parents=True, exist_ok=True)
-                self._file = self.path.open("a", encoding="utf-8")
-            self._file.write(line + "\n")
-            # Flushed per line: these are the records a user needs after a crash.
-            self._file.flush()
-            self.count += 1
+            if self.broken is None:
+                try:
+                    self._append(data)
+                    self.count += 1
+                    return
+                except OSError as exc:
+                    self._break(exc)
+            self.unrecorded += 1
 
     def close(self) -> None:
         with self._lock:
-            if self._file is not None:
-                self._file.close()
-                self._file = None
+            if self._fd is not None:
+                os.close(self._fd)
+                self._fd = None
+            if self.count == 0 and self.broken is None:
+                self._remove_created()
+
+    def _append(self, data: bytes) -> None:
+        if self._fd is None:
+            raise OSError(errno.EBADF, "the dead-letter file is not open")
+        view = memoryview(data)
+        while view:
+            view = view[os.write(self._fd, view):]
+        self._size += len(data)
+
+    def _break(self, exc: OSError) -> None:
+        try:  # keep only whole lines: a reader must never meet half an entry
+            os.ftruncate(self._fd, self._size)  # type: ignore[arg-type]
+        except (OSError, TypeError):
+            pass  # a device such as /dev/full cannot be truncated; nothing of it is kept anyway
+        self.broken = f"cannot write the dead-letter file {self.path}: {exc.strerror or exc}"
+        log.error("%s; stopping the run: items that fail from now on cannot be recorded", self.broken)
+        if self._on_broken is not None:
+            self._on_broken(self.broken)
+
+    def _remove_created(self) -> None:
+        for path in reversed(self._created):
+            try:
+                path.rmdir() if path.is_dir() else path.unlink()
+            except OSError:
+                pass  # someone else put something there meanwhile: leave it
+        self._created = []
+
+
+def _dumps(entry: dict[str, Any]) -> str:
+    """One JSON line for any item: a value JSON cannot hold is written as its repr."""
+    try:
+        return json.dumps(entry, default=_jsonable, ensure_ascii=False)
+    except (ValueError, TypeError, RecursionError):  # a circular or too deeply nested item
+        entry = {**entry, "item": _safe_repr(entry["item"])}
+        return json.dumps(entry, default=_jsonable, ensure_ascii=False)
+
+
+def _safe_repr(value: Any) -> str:
+    try:
+        return repr(value)
+    except Exception as exc:  # RecursionError, or a broken __repr__
+        return f"<{type(value).__name__} that cannot be shown: {type(exc).__name__}>"
 
 
 def read_dead_letters(path: Path) -> list[dict[str, Any]]:
@@ -71,4 +152,4 @@ def _jsonable(value: Any) -> Any:
         return list(value)
     if isinstance(value, bytes):
         return value.decode("utf-8", "replace")
-    return repr(value)
+    return _safe_repr(value)

@@ -9,6 +9,7 @@ from typing import Any
 EXIT_OK = 0
 EXIT_STAGE_DIED = 1
 EXIT_CONFIG = 2
+EXIT_UNRECORDED = 3  # the dead-letter file could not be written: the record of failed items is incomplete
 EXIT_INTERRUPTED = 130
 
 
@@ -62,6 +63,7 @@ class RunReport:
     dead_letters: int
     seconds: float
     interrupted: bool = False
+    unrecorded: int = 0  # items that failed or were lost but could not be written to the dead-letter file
 
     @property
     def ok(self) -> bool:

@@ -20,6 +20,7 @@ from engine.channel import Channel
 from engine.config import StageConfig
 from engine.contract import ItemsFailed
 from engine.dead_letter import DeadLetterFile
+from engine.text import describe, short_repr
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +83,7 @@ class _Slot:
     error: BaseException | None = None
     holding: list[Any] = field(default_factory=list)  # the chunk in hand; items from ``position`` on are unfinished
     position: int = 0
+    took_pill: bool = False  # taken with a chunk; if the thread then dies, its replacement needs another
     items_in: int = 0
     items_out: int = 0
     failed: int = 0
@@ -98,6 +100,7 @@ class Stage:
         output_queues: list[StageQueue],
         dead_letters: DeadLetterFile,
         wake: threading.Event,
+        gate: threading.Event | None = None,
     ) -> None:
         self.config = config
         self.name = config.name
@@ -105,6 +108,7 @@ class Stage:
         self.outputs = output_queues
         self._dead_letters = dead_letters
         self._wake = wake  # set when a thread ends, so the monitor acts at once
+        self._gate = gate  # threads wait for it before building their worker (see start())
         self.slots: list[_Slot] = []
         self.restarts = 0
         self.stop_event = threading.Event()
@@ -166,9 +170,18 @@ class Stage:
     # -- control ---------------------------------------------------------------
 
     def start(self) -> None:
+        """Start every thread; they wait for the gate, so a refused thread can still cancel the run.
+
+        Raises ``RuntimeError`` if the system refuses a thread (the threads
+        started so far then end by themselves once :meth:`cancel` and the gate are set).
+        """
         self.started_at = time.monotonic()
         for _ in range(self.config.instances):
-            self._spawn()
+            self._spawn(strict=True)
+
+    def cancel(self) -> None:
+        """Before the gate opens: every thread ends without building its worker or taking an item."""
+        self.stop_event.set()
 
     def stop(self, reason: str) -> None:
         """Take no new items: each thread ends after the item in hand; what is queued is lost with ``reason``."""
@@ -191,9 +204,11 @@ class Stage:
             slot.handled = True
             if slot.outcome == DIED and self.restarts < self.config.max_restarts and not self.stop_event.is_set():
                 self.restarts += 1
+                if slot.took_pill and self.input.pills_owed is not None:
+                    self.input.pills_owed += 1  # it died holding its pill; the monitor sends the new thread one
                 log.warning(
                     "%s: restarting a thread that died (%s/%s): %s",
-                    self.name, self.restarts, self.config.max_restarts, _describe(slot.error),
+                    self.name, self.restarts, self.config.max_restarts, describe(slot.error),
                 )
                 self._spawn()
         if self.ended_at is None and all(s.handled for s in self.slots):
@@ -201,7 +216,7 @@ class Stage:
             if all(s.outcome == DIED for s in self.slots):
                 last = self.slots[-1].error
                 self.dead_reason = (
-                    f"stage {self.name} died: {_describe(last)} "
+                    f"stage {self.name} died: {describe(last)} "
                     f"(every thread failed, after {self.restarts} restart{'s' if self.restarts != 1 else ''})"
                 )
                 self.input.abandon(f"not processed: {self.dead_reason}")
@@ -214,7 +229,7 @@ class Stage:
 
     # -- the worker threads ----------------------------------------------------
 
-    def _spawn(self) -> None:
+    def _spawn(self, strict: bool = False) -> None:
         slot = _Slot(index=len(self.slots))
         slot.thread = threading.Thread(target=self._run, args=(slot,), name=f"{self.name}-{slot.index}")
         self.slots.append(slot)
@@ -223,18 +238,25 @@ class Stage:
         except RuntimeError as exc:  # "can't start new thread": the monitor sees a dead slot
             slot.error = exc
             slot.outcome = DIED
-            log.error("%s: cannot start a thread: %s", self.name, exc)
+            if strict:
+                raise
+            log.error("%s: cannot start a thread: %s", self.name, describe(exc))
 
     def _run(self, slot: _Slot) -> None:
         outcome = DIED
         worker = None
         outputs = _Outputs(self)
         try:
+            if self._gate is not None:
+                self._gate.wait()
+            if self.stop_event.is_set():  # cancelled or stopped before it began: build nothing
+                outcome = STOPPED
+                return
             worker = self.config.worker_class(**self.config.params)
             outcome = self._work(worker, slot, outputs)
         except BaseException as exc:  # the thread dies; say so, and account for what it held
             slot.error = exc
-            log.error("%s: thread %s died: %s", self.name, slot.index, _describe(exc))
+            log.error("%s: thread %s died: %s", self.name, slot.index, describe(exc))
             for item in slot.holding[slot.position:]:
                 self._fail(item, exc, slot)
             slot.holding, slot.position = [], 0
@@ -243,7 +265,7 @@ class Stage:
             if worker is not None:
                 self._close(worker, slot, outputs)
                 outputs.flush()
-                slot.counters.update(getattr(worker, "counters", None) or {})
+                self._collect_counters(worker, slot)
             slot.outcome = outcome  # last: the monitor treats the thread as ended from here
             self._wake.set()
 
@@ -259,6 +281,7 @@ class Stage:
                 continue
             ended = items[-1] is PILL
             if ended:
+                slot.took_pill = True
                 items.pop()
             if items:
                 started = time.perf_counter()
@@ -338,13 +361,17 @@ class Stage:
 
     def _fail(self, item: Any, error: BaseException, slot: _Slot) -> None:
         slot.failed += 1
-        message = str(error) or repr(error)
+        try:
+            message = str(error) or repr(error)
+        except Exception:  # a broken __str__ must not kill the thread: the item is still recorded
+            message = type(error).__name__
         self._dead_letters.write(self.name, "failed", item, type(error).__name__, message)
         number = next(self._failure_count)
         if number < _LOGGED_FAILURES:
-            log.warning("%s failed on %s: %s", self.name, _short(item), _describe(error))
+            log.warning("%s failed on %s: %s", self.name, short_repr(item), describe(error))
         elif number == _LOGGED_FAILURES:
-            log.warning("%s: more failures; all are in %s", self.name, self._dead_letters.path)
+            where = "the dead-letter file is broken" if self._dead_letters.broken else f"all are in {self._dead_letters.path}"
+            log.warning("%s: more failures; %s", self.name, where)
 
     def _close(self, worker: Any, slot: _Slot, outputs: "_Outputs") -> None:
         close = getattr(worker, "close", None)
@@ -354,9 +381,15 @@ class Stage:
             close()
         except ItemsFailed as exc:  # a writer flushing its buffer can still fail some rows
             self._some_failed(exc, slot, outputs)
-        except Exception as exc:
-            log.error("%s: close() failed: %s", self.name, _describe(exc))
-            self._fail(None, RuntimeError(f"close() failed: {_describe(exc)}"), slot)
+        except BaseException as exc:  # sys.exit() in close() too: the thread must still report its end
+            log.error("%s: close() failed: %s", self.name, describe(exc))
+            self._fail(None, RuntimeError(f"close() failed: {describe(exc)}"), slot)
+
+    def _collect_counters(self, worker: Any, slot: _Slot) -> None:
+        try:
+            slot.counters.update(getattr(worker, "counters", None) or {})
+        except Exception as exc:  # not a mapping of counts: say so, and end the thread normally
+            log.error("%s: the worker's counters cannot be summed: %s", self.name, describe(exc))
 
 
 class _Outputs:
@@ -386,13 +419,3 @@ class _Outputs:
                 target.consumer.record_lost(output, target.abandoned)
 
 
-def _describe(error: BaseException | None) -> str:
-    if error is None:
-        return "unknown error"
-    text = str(error)
-    return f"{type(error).__name__}: {text}" if text else type(error).__name__
-
-
-def _short(item: Any, limit: int = 80) -> str:
-    text = repr(item)
-    return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -383,3 +383,18 @@ def test_items_failed_from_process_fails_every_item_it_names(run_pipeline):
     assert report.stage("Writer").failed == 23  # 4 flushes of 5 in process(), 3 left for close()
     entries = read_dead_letters(report.dead_letter_path)
     assert sorted(e["item"] for e in entries) == list(range(23))
+
+
+@pytest.mark.timeout(30)
+def test_a_thread_that_dies_holding_the_pill_still_lets_its_replacement_end(run_pipeline, key):
+    # "slow" makes the pill arrive meanwhile; the cheap "a" then makes the thread take the rest
+    # in one chunk, pill included, and it dies on "die": the restarted thread needs a pill too.
+    report = run_pipeline({
+        "queues": [{"name": "q"}],
+        "workers": [
+            stage("Src", "DieOn", input_values=["slow", "a", "b", "c", "die"], output_queues="q"),
+            stage("Sink", "Collect", input_queue="q", params={"key": key}),
+        ],
+    })
+    assert report.stage("Src").restarts == 1 and report.stage("Src").failed == 1
+    assert sorted(workers.collected(key)) == ["a", "b", "c", "slow"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import random
 import threading
 import time
@@ -285,3 +286,45 @@ class BufferedRefusing:
         items, self.buffer = self.buffer, []
         if items:
             raise ItemsFailed([(i, ValueError(f"refused {i}")) for i in items])
+
+
+class Huge:
+    """Source: each item ``n`` becomes a string of ``n`` characters (a 10 MB page cell, say)."""
+
+    def process(self, item: int) -> Any:
+        yield "x" * (item - 1) + "!"
+
+
+class FailHuge:
+    """Fails every item with a message holding the whole item, and logs it whole first, as a chatty library might."""
+
+    def process(self, item: Any) -> Any:
+        logging.getLogger("chatty.library").warning("giving up on %s", item)
+        raise ValueError(f"cannot handle {item}\nsecond line")
+
+
+class DieOn:
+    """Passes items on; sleeps ``slow`` seconds on ``"slow"``; kills its thread on ``"die"``."""
+
+    def __init__(self, slow: float = 0.3) -> None:
+        self.slow = slow
+
+    def process(self, item: str) -> Any:
+        if item == "slow":
+            time.sleep(self.slow)
+        if item == "die":
+            raise SystemExit("died on its item")
+        return [item]
+
+
+class BadManners:
+    """Passes items on, but its ``counters`` are not counts and its ``close()`` calls sys.exit."""
+
+    def __init__(self) -> None:
+        self.counters = 5
+
+    def process(self, item: Any) -> Any:
+        return [item]
+
+    def close(self) -> None:
+        raise SystemExit("bye")
