@@ -20,7 +20,7 @@ from sqlalchemy.engine import make_url
 
 from cli.display import LiveView, render_summary
 from cli.price_server import PriceServerError, private_price_server
-from engine import PipelineConfigError, RunStartError
+from engine import PipelineConfigError, RunStartError, load_pipeline
 from engine.report import EXIT_CONFIG, EXIT_INTERRUPTED, EXIT_STAGE_DIED
 from engine.text import cut, describe
 from yaml_reader import YamlPipelineExecutor
@@ -138,6 +138,8 @@ def _run(args: argparse.Namespace, console: Console, live: bool) -> int:
     """Run the pipeline with the price server it needs, which is started first (the config names its URL)."""
     try:
         path = _pipeline_path(args.pipeline)
+        # A file that cannot run is reported before a server is started for it.
+        load_pipeline(path).check()
         server = _price_server_for(path)
     except (PipelineConfigError, PriceServerError) as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -317,3 +317,22 @@ def test_a_price_server_at_price_server_url_is_used_and_left_running(runs, start
     # The check, the wiki page, the two /days and /exchanges checks, and one request per symbol.
     assert server.stats.requests >= 1 + len(server.dataset.symbols)
     assert server.running and requests.get(f"{server.url}/exchanges", timeout=5).ok
+
+
+@pytest.mark.timeout(60)
+def test_a_broken_pipeline_file_is_refused_before_any_server_starts(tmp_path):
+    path = tmp_path / "broken.yaml"
+    path.write_text(
+        "name: broken\nqueues: [{name: q}]\nworkers:\n"
+        "  - {name: W, location: workers.price_worker, class: PriceWorker, instnaces: 2,\n"
+        "     input_values: [btc], params: {base_url: '${PRICE_SERVER_URL}'}}\n"
+    )
+    result = subprocess.run(
+        [sys.executable, str(MAIN), "--no-progress", "--pipeline", str(path)],
+        cwd=tmp_path, env=_env(PRICE_SERVER_URL=_free_url(), DATABASE_URL=f"sqlite:///{tmp_path / 'x.db'}"),
+        capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip().splitlines() == [
+        f"error: {path}:4: workers[0] (W).instnaces: unknown key; did you mean 'instances'?"
+    ]
