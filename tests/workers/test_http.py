@@ -42,6 +42,10 @@ class _Server:
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
         threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
 
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
 
 def _send(request: http.server.BaseHTTPRequestHandler, status: int, body: bytes = b"ok", **headers: str) -> None:
     request.send_response(status)
@@ -56,8 +60,7 @@ def _send(request: http.server.BaseHTTPRequestHandler, status: int, body: bytes 
 def server() -> Iterator[_Server]:
     s = _Server()
     yield s
-    s.httpd.shutdown()
-    s.httpd.server_close()
+    s.close()
 
 
 def test_server_errors_are_retried_until_success(server):
@@ -243,8 +246,7 @@ def other_server() -> Iterator[_Server]:
     """A second server: another port, hence another origin."""
     s = _Server()
     yield s
-    s.httpd.shutdown()
-    s.httpd.server_close()
+    s.close()
 
 
 def _redirect(to: str, status: int = 302) -> Handler:
