@@ -103,8 +103,9 @@ class HttpClient:
     ``get()`` never takes more than ``total_timeout`` plus a few milliseconds,
     however slowly the server trickles its bytes. Within that, ``connect_timeout``
     bounds each connection attempt and ``read_timeout`` each wait for the next
-    bytes, so a silent server is retried sooner than the deadline. The one wait
-    not bounded is the system's host name resolution (none for an IP address).
+    bytes, so a silent server is retried sooner than the deadline. Not bounded by
+    the deadline: the system's host name resolution (none for an IP address), and
+    reads through a SOCKS proxy (``read_timeout`` bounds each of those).
 
     Redirects: at most ``max_redirects``, and only within the origin (scheme,
     host and port) of the URL asked for, unless ``allow_cross_origin_redirects``;

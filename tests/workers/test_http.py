@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import gzip
 import http.server
+import shutil
+import ssl
+import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -222,6 +225,30 @@ def test_a_proxy_trickling_its_headers_fails_within_the_deadline():
         client = HttpClient(total_timeout=DEADLINE, read_timeout=5, retries=1)
         _fails_within_the_deadline(client, "http://prices.invalid/x", proxies={"http": proxy.url})
         assert proxy.connections >= 1
+
+
+@pytest.fixture
+def tls_context(tmp_path) -> ssl.SSLContext:
+    """A server-side TLS context with a self-signed certificate for 127.0.0.1 (made by openssl)."""
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is not installed")
+    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
+         "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True, timeout=30,
+    )
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    return context
+
+
+@pytest.mark.timeout(15)
+@pytest.mark.filterwarnings("ignore::urllib3.exceptions.InsecureRequestWarning")  # the certificate is self-signed
+def test_https_headers_trickled_a_byte_at_a_time_fail_within_the_deadline(tls_context):
+    with HostileServer(trickle(interval=0.05), tls=tls_context) as server:
+        client = HttpClient(total_timeout=DEADLINE, read_timeout=5, retries=2)
+        _fails_within_the_deadline(client, server.url + "/", verify=False)
 
 
 def test_the_deadline_is_per_request_on_a_kept_alive_connection(server):
