@@ -93,8 +93,8 @@ class PostgresWorker:
       :func:`workers.database.resolve_database_url` (``DATABASE_URL``,
       ``POSTGRES_*``, else the embedded server).
     - ``batch_size``: rows ``process()`` buffers before writing (default 500).
-    - ``pool_size``: connection pool size, shared by every worker of this URL in
-      the process (the first worker's value wins); at least the stage's instances.
+    - ``pool_size``: connection pool size, shared by every worker of this URL (and
+      timeouts) in the process (the first worker's value wins); at least the stage's instances.
     - ``retry_seconds``: how long to retry a batch through connection errors and
       hangs (default 60).
     - ``connect_timeout`` (default 10), ``statement_timeout`` (30), ``lock_timeout`` (10),
