@@ -8,7 +8,6 @@ How the deadline reaches the sockets is in :mod:`workers.http_deadline`.
 from __future__ import annotations
 
 import logging
-import time
 import urllib.request
 from typing import Any
 from urllib.parse import urljoin, urlsplit
