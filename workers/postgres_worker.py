@@ -3,6 +3,8 @@
 Each row is keyed by (symbol, exchange, price_date); writing the same key again
 updates it, so re-running a pipeline (or retrying a batch after a lost
 connection) never duplicates a row. PostgreSQL (psycopg2) and SQLite are supported.
+Connections, their timeouts and the bound on each write are in
+:mod:`workers.postgres_connection`.
 """
 
 from __future__ import annotations
@@ -28,11 +30,10 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
-    create_engine,
     inspect,
 )
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.engine import Connection, Engine, make_url
+from sqlalchemy.engine import Connection, make_url
 import psycopg2
 from sqlalchemy.exc import (
     DBAPIError,
@@ -50,6 +51,7 @@ from workers.database import (
     normalize_database_url,
     resolve_database_url,
 )
+from workers.postgres_connection import DatabaseTimeout, DatabaseTimeouts, bounded, engine_for
 from workers.records import PriceRecord
 
 log = logging.getLogger(__name__)
@@ -77,9 +79,6 @@ prices = Table(
 
 _INSERTS = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}
 
-_engines: dict[str, Engine] = {}
-# Writer threads start together; each URL must get exactly one engine (one pool).
-_engines_lock = threading.Lock()
 _tables_ready: set[str] = set()
 # Creating the table is check-then-create; threads of this process must not race on it.
 _tables_lock = threading.Lock()
@@ -94,16 +93,27 @@ class PostgresWorker:
       :func:`workers.database.resolve_database_url` (``DATABASE_URL``,
       ``POSTGRES_*``, else the embedded server).
     - ``batch_size``: rows ``process()`` buffers before writing (default 500).
-    - ``pool_size``: connection pool size, shared by every worker of this URL in
-      the process (the first worker's value wins); at least the stage's instances.
-    - ``retry_seconds``: how long to retry a batch through connection errors (default 60).
+    - ``pool_size``: connection pool size, shared by every worker of this URL (and
+      timeouts) in the process (the first worker's value wins); at least the stage's instances.
+    - ``retry_seconds``: how long to retry a batch through connection errors and
+      hangs (default 60).
+    - ``connect_timeout`` (default 10), ``statement_timeout`` (30), ``lock_timeout`` (10),
+      ``attempt_timeout`` (60): seconds, see :class:`workers.postgres_connection.DatabaseTimeouts`.
+      ``attempt_timeout`` is the client's own bound on one try of a batch: it holds even
+      when the server is frozen and answers nothing.
 
     ``process_batch(items)`` writes the batch in one statement; ``process(item)``
     buffers and ``close()`` writes what is left. Items the database rejects fail
     alone, through :class:`engine.ItemsFailed`; if the database stays unreachable
-    for ``retry_seconds``, the whole batch fails with :class:`DatabaseUnavailable`.
-    Within one batch, the last item of a key wins. Counters: ``rows_written``,
-    ``db_retries``.
+    or unresponsive for ``retry_seconds``, the whole batch fails with
+    :class:`DatabaseUnavailable`. Within one batch, the last item of a key wins.
+    Counters: ``rows_written``, ``db_retries``.
+
+    Worst case for one batch against a database that never answers: the first try
+    gets ``attempt_timeout``; later tries only what is left of ``retry_seconds``;
+    each may first spend up to ``connect_timeout`` connecting. So a batch ends (written
+    or failed) within ``max(retry_seconds, attempt_timeout) + connect_timeout`` seconds,
+    plus under a second of scheduling.
     """
 
     def __init__(
@@ -113,9 +123,14 @@ class PostgresWorker:
         batch_size: int = 500,
         pool_size: int = 10,
         retry_seconds: float = 60.0,
+        connect_timeout: float = 10.0,
+        statement_timeout: float = 30.0,
+        lock_timeout: float = 10.0,
+        attempt_timeout: float = 60.0,
     ) -> None:
         if batch_size < 1 or pool_size < 1 or retry_seconds < 0:
             raise ValueError("batch_size and pool_size must be >= 1, retry_seconds >= 0")
+        self._timeouts = DatabaseTimeouts(connect_timeout, statement_timeout, lock_timeout, attempt_timeout)
         url = normalize_database_url(database_url or resolve_database_url())
         backend = make_url(url).get_backend_name()
         if backend not in _INSERTS:
@@ -132,7 +147,7 @@ class PostgresWorker:
             index_elements=list(KEY_COLUMNS),
             set_={c: insert.excluded[c] for c in VALUE_COLUMNS},
         ).returning(prices.c.id)
-        self._engine = _engine_for(url, pool_size)
+        self._engine = engine_for(url, pool_size, self._timeouts)
         self._batch_size = batch_size
         self._retry_seconds = retry_seconds
         self._buffer: list[Any] = []
@@ -140,15 +155,20 @@ class PostgresWorker:
 
     @classmethod
     def prepare_stage(cls, params: Mapping[str, Any]) -> None:
-        """Before the run: resolve the database (starting the embedded one), reach it, create ``prices``.
+        """Before the run: check the params, resolve the database (starting the embedded one),
+        reach it within its timeouts, create ``prices``.
 
-        Raises :class:`DatabaseUnavailable` with one line if it cannot be reached.
+        Raises ``ValueError`` for bad params, :class:`DatabaseUnavailable` with one line if
+        the database cannot be reached.
         """
-        url = normalize_database_url(params.get("database_url") or resolve_database_url())
-        engine = _engine_for(url, int(params.get("pool_size", 10)))
+        writer = cls(**params)
+        url = writer._url
         try:
-            _ensure_table(url, engine)
-        except DBAPIError as exc:
+            with writer._engine.connect() as conn, bounded(
+                conn, writer._timeouts.attempt_timeout, "creating the prices table"
+            ):
+                _ensure_table(url, conn)
+        except (DBAPIError, DatabaseTimeout) as exc:
             raise DatabaseUnavailable(f"cannot reach {mask_url(url)}: {first_line(exc)}") from exc
         log.info("writing to %s", mask_url(url))
 
@@ -212,8 +232,13 @@ class PostgresWorker:
         deadline = time.monotonic() + self._retry_seconds
         attempt = 0
         while True:
+            # The first try may take attempt_timeout; later ones only what is left of the budget
+            # (a floor keeps a try that starts at the very end from being cut before it begins).
+            limit = self._timeouts.attempt_timeout
+            if attempt:
+                limit = min(limit, max(deadline - time.monotonic(), _MIN_ATTEMPT))
             try:
-                return self._write_once(pending)
+                return self._write_once(pending, limit)
             except Exception as exc:
                 if not _is_transient(exc):
                     raise
@@ -234,14 +259,15 @@ class PostgresWorker:
                 time.sleep(delay)
 
     def _write_once(
-        self, pending: list[tuple[dict[str, Any], Any]]
+        self, pending: list[tuple[dict[str, Any], Any]], limit: float
     ) -> list[tuple[Any, BaseException]]:
-        """One try: the whole batch in one statement, else row by row to isolate bad rows.
+        """One try, cut after ``limit`` seconds: the whole batch in one statement, else row by
+        row to isolate bad rows.
 
-        Connection errors propagate (the caller retries the lot: upserts are idempotent).
+        Connection errors and cuts propagate (the caller retries the lot: upserts are idempotent).
         """
-        _ensure_table(self._url, self._engine)
-        with self._engine.connect() as conn:
+        with self._engine.connect() as conn, bounded(conn, limit, f"writing {len(pending)} row(s)"):
+            _ensure_table(self._url, conn)
             try:
                 rows = [row for row, _ in pending]
                 if self._bulk_copy:
@@ -273,6 +299,9 @@ class PostgresWorker:
         with conn.begin():
             conn.execute(self._statement, rows).close()
 
+
+# The least time a retry is given, however little of retry_seconds is left.
+_MIN_ATTEMPT = 0.1
 
 _COLUMNS = KEY_COLUMNS + VALUE_COLUMNS
 _STAGING = "prices_staging"
@@ -335,39 +364,21 @@ def _copy_line(row: dict[str, Any]) -> str:
     return "\t".join(fields) + "\n"
 
 
-def _engine_for(url: str, pool_size: int) -> Engine:
-    """The process-wide engine of ``url``, created on first use."""
-    with _engines_lock:
-        engine = _engines.get(url)
-        if engine is None:
-            is_postgres = make_url(url).get_backend_name() == "postgresql"
-            engine = create_engine(
-                url,
-                pool_size=pool_size,
-                max_overflow=max(2, pool_size // 2),
-                # No pool_pre_ping: a connection left dead by a server restart fails its batch,
-                # the pool is invalidated and the batch retried (see _write_with_retry), which
-                # costs one retry per restart instead of one extra round trip per batch.
-                # Without a timeout, connecting to an unreachable host can hang forever.
-                connect_args={"connect_timeout": 10} if is_postgres else {},
-            )
-            _engines[url] = engine
-            log.info("database engine for %s (pool %d)", mask_url(url), pool_size)
-        return engine
-
-
-def _ensure_table(url: str, engine: Engine) -> None:
-    """Create ``prices`` if missing, once per URL per process."""
+def _ensure_table(url: str, conn: Connection) -> None:
+    """Create ``prices`` through ``conn`` if missing, once per URL per process."""
     if url in _tables_ready:
         return
     with _tables_lock:
         if url in _tables_ready:
             return
         try:
-            _metadata.create_all(engine, checkfirst=True)
+            with conn.begin():
+                _metadata.create_all(conn, checkfirst=True)
         except DBAPIError:
             # Another process may have created it between the check and the CREATE.
-            if not inspect(engine).has_table(prices.name):
+            created = inspect(conn).has_table(prices.name)
+            conn.rollback()  # end the inspection's transaction: the caller begins its own
+            if not created:
                 raise
         _tables_ready.add(url)
 
@@ -399,10 +410,10 @@ def _utc(value: dt.datetime | str) -> dt.datetime:
 
 
 def _is_transient(exc: BaseException) -> bool:
-    """A lost or refused connection: the same batch may succeed later."""
+    """A lost, refused or cut connection: the same batch may succeed later."""
     if isinstance(exc, DBAPIError) and exc.connection_invalidated:
         return True
-    return isinstance(exc, (OperationalError, InterfaceError, DisconnectionError))
+    return isinstance(exc, (OperationalError, InterfaceError, DisconnectionError, DatabaseTimeout))
 
 
 def _is_rejection(exc: BaseException) -> bool:

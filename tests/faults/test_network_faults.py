@@ -1,17 +1,25 @@
-"""The price server misbehaves: injected 5xx, rate limiting, and a server that goes away mid-run."""
+"""The price server misbehaves: injected 5xx, rate limiting, a server that goes away mid-run,
+and hostile servers that trickle their answers or never give one.
+"""
 
 from __future__ import annotations
+
+import json
+import math
+import time
 
 import pytest
 
 from engine.report import EXIT_OK
 from tests.faults.conftest import (
+    EXCHANGES,
     Watcher,
     check_accounting,
     plan,
     price_pipeline,
     priced,
 )
+from tests.fixtures.hostile_server import HostileServer, answering, silent, trickle
 
 SYMBOLS = ["btc", "eth", "ltc", "xrp", "ada"]
 START, END = "2020-04-01", "2020-04-08"
@@ -89,3 +97,63 @@ def test_server_gone_halfway_fails_the_rest_into_the_dead_letter_file(
     assert all("Connection refused" in e["message"] or "Max retries" in e["message"] for e in failed), failed[:3]
     assert report.stage("PriceWorker").failed == len(failed)
     assert report.stage("Writer").failed == 0
+
+
+# --- hostile servers: the run ends by itself, within its documented worst case -------------
+
+
+def worst_case_run_seconds(
+    *,
+    items: int,
+    fetchers: int,
+    requests_per_item: int,
+    total_timeout: float,
+    server_checks: int,
+    stages: int,
+    monitor_interval: float,
+    fixed: float,
+) -> float:
+    """The README's bound on a run against a price server that never completes an answer.
+
+    Each request ends within ``total_timeout``; an item makes ``requests_per_item`` of them;
+    the fetch stage's threads share the items, so it needs ``ceil(items / fetchers)`` rounds.
+    Before the run, ``server_checks`` stages ask the server once each (``prepare_stage``).
+    Pills pass one stage per monitor tick. ``fixed`` is the rest: thread start-up, the
+    writer's ``prepare_stage`` against a healthy database, the report.
+    """
+    prepare = server_checks * total_timeout
+    fetch = math.ceil(items / fetchers) * requests_per_item * total_timeout
+    return prepare + fetch + stages * monitor_interval + fixed
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize(
+    "behaviour", [trickle(interval=0.05), silent], ids=["headers-trickled-forever", "never-answers"]
+)
+def test_a_hostile_price_server_dead_letters_every_item_within_the_worst_case_time(
+    behaviour, run_pipeline, clean_prices, dataset
+):
+    symbols, start, end = ["btc", "eth"], "2020-04-01", "2020-04-03"
+    tasks = plan(symbols, EXCHANGES, start, end)  # 18 tasks, one request each
+    http = {"total_timeout": 0.5, "read_timeout": 5, "connect_timeout": 1, "retries": 3, "backoff": 0.01}
+    fetchers = 6
+    # The exchange list is answered, so both stages' checks pass and the run starts; every price hangs.
+    routes = {"/exchanges": json.dumps(EXCHANGES).encode()}
+    with HostileServer(answering(routes, behaviour)) as server:
+        document = price_pipeline(
+            server_url=server.url, database_url=clean_prices, symbols=symbols, start=start, end=end,
+            fetchers=fetchers, http=http,
+        )
+        began = time.monotonic()
+        report = run_pipeline(document)
+        elapsed = time.monotonic() - began
+
+    bound = worst_case_run_seconds(
+        items=len(tasks), fetchers=fetchers, requests_per_item=1, total_timeout=http["total_timeout"],
+        server_checks=2, stages=len(document["workers"]), monitor_interval=document["monitor_interval"], fixed=1.0,
+    )
+    assert elapsed < bound, f"the run took {elapsed:.1f}s, over its worst case of {bound:.1f}s"
+    assert report.exit_code == EXIT_OK, report.reason  # item failures are reported, not fatal
+    done = check_accounting(report, tasks=tasks, dataset=dataset, database_url=clean_prices)
+    assert done.stored == set() and done.dead_tasks == len(tasks)
+    assert all(e["error_type"] == "DeadlineExceeded" and "took over 0.5s" in e["message"] for e in done.entries)

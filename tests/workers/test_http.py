@@ -1,9 +1,12 @@
-"""HttpClient against a real local HTTP server that misbehaves on request."""
+"""HttpClient against real local HTTP servers that misbehave on request, and hostile raw-socket peers."""
 
 from __future__ import annotations
 
 import gzip
 import http.server
+import shutil
+import ssl
+import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -12,7 +15,9 @@ from typing import Any
 import pytest
 import requests
 
-from workers.http import HttpClient, ResponseTooLarge, _CappedRetry
+from tests.fixtures.hostile_server import FullListener, HostileServer, silent, slow_body, trickle
+from workers.http import DeadlineExceeded, HttpClient, RedirectRefused, ResponseTooLarge, _CappedRetry
+from workers.price_worker import ExchangesFailed, PriceWorker
 
 Handler = Callable[[http.server.BaseHTTPRequestHandler, int], None]
 
@@ -40,6 +45,10 @@ class _Server:
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
         threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
 
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
 
 def _send(request: http.server.BaseHTTPRequestHandler, status: int, body: bytes = b"ok", **headers: str) -> None:
     request.send_response(status)
@@ -54,8 +63,7 @@ def _send(request: http.server.BaseHTTPRequestHandler, status: int, body: bytes 
 def server() -> Iterator[_Server]:
     s = _Server()
     yield s
-    s.httpd.shutdown()
-    s.httpd.server_close()
+    s.close()
 
 
 def test_server_errors_are_retried_until_success(server):
@@ -130,7 +138,7 @@ def test_a_trickling_body_is_cut_off_by_the_total_timeout(server):
 
     server.routes["/trickle"] = trickle
     client = HttpClient(read_timeout=2, total_timeout=0.3, retries=0)
-    with pytest.raises(requests.Timeout, match="took over 0.3s"):
+    with pytest.raises(DeadlineExceeded, match="took over 0.3s"):
         client.get(server.url + "/trickle")
 
 
@@ -143,3 +151,187 @@ def test_a_server_that_never_answers_times_out(server):
 def test_gzip_bodies_are_decoded(server):
     server.routes["/gz"] = lambda r, n: _send(r, 200, gzip.compress(b"hello " * 100), Content_Encoding="gzip")
     assert HttpClient().get(server.url + "/gz").text == "hello " * 100
+
+
+# --- one deadline per request, against hostile peers -------------------------------------
+
+DEADLINE = 0.6
+# What get() may take beyond its deadline: scheduling on a loaded machine, not another wait.
+SLACK = 0.4
+
+
+def _fails_within_the_deadline(client: HttpClient, url: str, **kwargs: Any) -> tuple[float, DeadlineExceeded]:
+    """GET ``url``, which must fail with DeadlineExceeded close to ``DEADLINE``; return (seconds, error)."""
+    start = time.monotonic()
+    with pytest.raises(DeadlineExceeded) as caught:
+        client.get(url, **kwargs)
+    elapsed = time.monotonic() - start
+    assert DEADLINE - 0.05 <= elapsed < DEADLINE + SLACK, f"get() took {elapsed:.2f}s for a {DEADLINE}s deadline"
+    assert f"took over {DEADLINE:g}s" in str(caught.value)
+    return elapsed, caught.value
+
+
+@pytest.mark.timeout(15)
+def test_headers_trickled_a_byte_at_a_time_fail_within_the_deadline():
+    # Each byte comes well within the read timeout: only a deadline over the whole response ends this.
+    with HostileServer(trickle(interval=0.05)) as server:
+        client = HttpClient(total_timeout=DEADLINE, read_timeout=5, retries=3, backoff=0.01)
+        _fails_within_the_deadline(client, server.url + "/price")
+
+
+@pytest.mark.timeout(15)
+def test_a_status_line_trickled_forever_fails_within_the_deadline():
+    with HostileServer(trickle(iter(lambda: ord("H"), None), interval=0.02)) as server:
+        client = HttpClient(total_timeout=DEADLINE, read_timeout=5, retries=0)
+        _fails_within_the_deadline(client, server.url + "/")
+
+
+@pytest.mark.timeout(15)
+def test_retries_of_a_silent_server_stop_at_the_deadline():
+    # Alone, 11 tries of 0.3 s each would take 3.3 s; the deadline cuts the series short.
+    with HostileServer(silent) as server:
+        client = HttpClient(total_timeout=DEADLINE, read_timeout=0.3, retries=10, backoff=0.01)
+        _, error = _fails_within_the_deadline(client, server.url + "/")
+        assert server.connections >= 2, "the client should have retried within its deadline"
+    assert "timed out" in str(error).lower()
+
+
+@pytest.mark.timeout(15)
+def test_a_body_trickled_a_byte_at_a_time_fails_within_the_deadline():
+    with HostileServer(slow_body(interval=0.05)) as server:
+        client = HttpClient(total_timeout=DEADLINE, read_timeout=5, retries=3)
+        _fails_within_the_deadline(client, server.url + "/")
+
+
+@pytest.mark.timeout(15)
+def test_retry_after_waits_stop_at_the_deadline(server):
+    server.routes["/busy"] = lambda r, n: _send(r, 503, b"busy", Retry_After="2")
+    client = HttpClient(total_timeout=DEADLINE, retries=5, max_retry_after=30)
+    _fails_within_the_deadline(client, server.url + "/busy")  # 5 waits of 2 s without the deadline
+    assert server.hits["/busy"] == 1
+
+
+@pytest.mark.timeout(15)
+def test_a_connect_that_hangs_ends_at_the_deadline():
+    with FullListener() as listener:
+        client = HttpClient(total_timeout=DEADLINE, connect_timeout=5, retries=2)
+        _fails_within_the_deadline(client, listener.url + "/")
+
+
+@pytest.mark.timeout(15)
+def test_a_proxy_trickling_its_headers_fails_within_the_deadline():
+    # Only the proxy is contacted (127.0.0.1); the target's name is never resolved.
+    with HostileServer(trickle(interval=0.05)) as proxy:
+        client = HttpClient(total_timeout=DEADLINE, read_timeout=5, retries=1)
+        _fails_within_the_deadline(client, "http://prices.invalid/x", proxies={"http": proxy.url})
+        assert proxy.connections >= 1
+
+
+@pytest.fixture
+def tls_context(tmp_path) -> ssl.SSLContext:
+    """A server-side TLS context with a self-signed certificate for 127.0.0.1 (made by openssl)."""
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is not installed")
+    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
+         "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True, timeout=30,
+    )
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    return context
+
+
+@pytest.mark.timeout(15)
+@pytest.mark.filterwarnings("ignore::urllib3.exceptions.InsecureRequestWarning")  # the certificate is self-signed
+def test_https_headers_trickled_a_byte_at_a_time_fail_within_the_deadline(tls_context):
+    with HostileServer(trickle(interval=0.05), tls=tls_context) as server:
+        client = HttpClient(total_timeout=DEADLINE, read_timeout=5, retries=2)
+        _fails_within_the_deadline(client, server.url + "/", verify=False)
+
+
+def test_the_deadline_is_per_request_on_a_kept_alive_connection(server):
+    server.routes["/ok"] = lambda r, n: _send(r, 200, b"fine")
+    client = HttpClient(total_timeout=0.3)
+    for _ in range(3):  # each get() has its own 0.3 s, however long the client lives
+        assert client.get(server.url + "/ok").text == "fine"
+        time.sleep(0.2)
+    assert server.hits["/ok"] == 3
+
+
+def test_bad_timeouts_are_refused():
+    with pytest.raises(ValueError, match="total_timeout"):
+        HttpClient(total_timeout=0)
+
+
+# --- redirects ------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def other_server() -> Iterator[_Server]:
+    """A second server: another port, hence another origin."""
+    s = _Server()
+    yield s
+    s.close()
+
+
+def _redirect(to: str, status: int = 302) -> Handler:
+    return lambda r, n: _send(r, status, b"", Location=to)
+
+
+def test_a_redirect_within_the_origin_is_followed(server):
+    server.routes["/old"] = _redirect("/new", 301)
+    server.routes["/new"] = lambda r, n: _send(r, 200, b"moved here")
+    assert HttpClient().get(server.url + "/old").text == "moved here"
+
+
+def test_a_redirect_to_another_origin_is_refused_naming_both(server, other_server):
+    server.routes["/go"] = _redirect(other_server.url + "/elsewhere")
+    other_server.routes["/elsewhere"] = lambda r, n: _send(r, 200, b"secret")
+    with pytest.raises(RedirectRefused) as caught:
+        HttpClient().get(server.url + "/go")
+    message = str(caught.value)
+    assert f"from {server.url}" in message and f"another origin, {other_server.url}" in message
+    assert "allow_cross_origin_redirects" in message
+    assert other_server.hits == {}, "the other origin must not be contacted"
+
+
+def test_scheme_relative_and_same_host_other_port_redirects_are_other_origins(server, other_server):
+    port = other_server.url.rsplit(":", 1)[1]
+    server.routes["/a"] = _redirect(f"//127.0.0.1:{port}/x")
+    server.routes["/b"] = _redirect(f"https://127.0.0.1:{server.url.rsplit(':', 1)[1]}/b")  # same port, other scheme
+    for path in ("/a", "/b"):
+        with pytest.raises(RedirectRefused, match="another origin"):
+            HttpClient().get(server.url + path)
+    assert other_server.hits == {}
+
+
+def test_cross_origin_redirects_are_followed_when_allowed(server, other_server):
+    server.routes["/go"] = _redirect(other_server.url + "/elsewhere")
+    other_server.routes["/elsewhere"] = lambda r, n: _send(r, 200, b"over there")
+    assert HttpClient(allow_cross_origin_redirects=True).get(server.url + "/go").text == "over there"
+
+
+def test_redirects_are_capped(server):
+    server.routes["/loop"] = _redirect("/loop")
+    with pytest.raises(requests.TooManyRedirects, match="3 redirects"):
+        HttpClient(max_redirects=3).get(server.url + "/loop")
+    assert server.hits["/loop"] == 4
+
+
+def test_allow_cross_origin_redirects_must_be_a_boolean():
+    with pytest.raises(ValueError, match="true or false"):
+        HttpClient(allow_cross_origin_redirects="no")
+
+
+def test_price_worker_http_params_reach_the_redirect_policy(server, price_server):
+    """A price server that redirects to another origin: refused by default, followed when the YAML allows."""
+    server.routes["/price/bitstamp/btc/2020-04-01"] = _redirect(price_server.url + "/price/bitstamp/btc/2020-04-01")
+    params = {"base_url": server.url, "exchanges": ["bitstamp"], "date": "2020-04-01"}
+    refusing = PriceWorker(**params, http={"retries": 0})
+    with pytest.raises(ExchangesFailed, match=f"another origin, {price_server.url}"):
+        list(refusing.process("btc"))
+    following = PriceWorker(**params, http={"retries": 0, "allow_cross_origin_redirects": True})
+    [record] = following.process("btc")
+    assert record.close == price_server.dataset.price("bitstamp", "btc", "2020-04-01")["close"]

@@ -21,6 +21,7 @@ from sqlalchemy.exc import DataError, IntegrityError
 from sqlalchemy.pool import NullPool
 
 from engine.contract import ItemsFailed
+from tests.fixtures.frozen_postgres import FreezablePostgres
 from workers.database import DatabaseUnavailable, EmbeddedPostgres
 from workers.postgres_worker import PostgresWorker
 from workers.records import PriceRecord
@@ -318,3 +319,70 @@ def test_copy_delimiters_and_null_markers_in_text_are_stored_literally(clean_pri
     engine.dispose()
     assert set(stored) == set(symbols) | {"NONE"}
     assert stored["\\N"] is not None and stored["NONE"] is None
+
+
+# --- a frozen database: processes stopped, sockets open, nothing answers ---------------------
+
+
+@pytest.fixture
+def frozen_db() -> Iterator[FreezablePostgres]:
+    """A private embedded server (the session one must not be frozen), thawed and stopped at the end."""
+    with FreezablePostgres() as db:
+        yield db
+
+
+@pytest.mark.timeout(40)
+def test_a_frozen_database_fails_the_batch_within_its_bound(frozen_db: FreezablePostgres) -> None:
+    bounds = {"retry_seconds": 1.5, "attempt_timeout": 1.0, "connect_timeout": 2}
+    writer = PostgresWorker(frozen_db.url, **bounds)
+    writer.process_batch([_record(day=0)])  # connected, table created: the next batch reuses the connection
+    frozen_db.freeze()
+    start = time.monotonic()
+    with pytest.raises(DatabaseUnavailable) as caught:
+        writer.process_batch([_record(day=d) for d in range(1, 4)])
+    elapsed = time.monotonic() - start
+    # The documented worst case: max(retry_seconds, attempt_timeout) + connect_timeout, plus scheduling.
+    assert elapsed < max(1.5, 1.0) + 2 + 1.0, f"gave up after {elapsed:.1f}s"
+    assert elapsed >= 1.0, "it should have waited for its attempt_timeout first"
+    assert "gave up writing 3 row(s)" in str(caught.value)
+    assert writer.counters["db_retries"] >= 1
+    frozen_db.thaw()
+    assert _rows(frozen_db.url) == [("BTC", "X", dt.date(2024, 1, 1), 100.0)]
+
+
+@pytest.mark.timeout(40)
+def test_a_batch_cut_by_a_freeze_is_retried_and_written_once_the_database_thaws(
+    frozen_db: FreezablePostgres,
+) -> None:
+    writer = PostgresWorker(frozen_db.url, retry_seconds=20, attempt_timeout=0.5, connect_timeout=2)
+    writer.process_batch([_record(day=0)])
+    frozen_db.freeze()
+    thaw = threading.Timer(1.5, frozen_db.thaw)
+    thaw.start()
+    try:
+        writer.process_batch([_record(day=d) for d in range(1, 4)])
+    finally:
+        thaw.join()
+    assert writer.counters["db_retries"] >= 1, "the freeze was never met"
+    assert len(_rows(frozen_db.url)) == 4
+
+
+@pytest.mark.timeout(40)
+def test_a_frozen_database_through_process_dead_letters_every_buffered_item(frozen_db: FreezablePostgres) -> None:
+    writer = PostgresWorker(frozen_db.url, batch_size=10, retry_seconds=0, attempt_timeout=0.5, connect_timeout=2)
+    writer.process_batch([_record(day=0)])
+    frozen_db.freeze()
+    items = [_record(day=d) for d in range(1, 4)]
+    for item in items:
+        writer.process(item)
+    with pytest.raises(ItemsFailed) as info:
+        writer.close()
+    assert [item for item, _ in info.value.failures] == items
+    assert all("no answer from the database within 0.5s" in str(exc) for _, exc in info.value.failures)
+
+
+def test_timeouts_are_checked_when_the_writer_is_built(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'prices.db'}"
+    for bad in ({"attempt_timeout": 0}, {"statement_timeout": -1}, {"connect_timeout": "soon"}):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            PostgresWorker(url, **bad)
