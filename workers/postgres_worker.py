@@ -53,6 +53,7 @@ from workers.database import (
 )
 from workers.postgres_connection import DatabaseTimeout, DatabaseTimeouts, bounded, engine_for
 from workers.records import PriceRecord
+from workers.validation import check_price
 
 log = logging.getLogger(__name__)
 
@@ -395,6 +396,8 @@ def _row(item: PriceRecord | Mapping[str, Any]) -> dict[str, Any]:
     else:
         raise TypeError(f"expected a PriceRecord or a dict, got {type(item).__name__}")
     row["extracted_time"] = _utc(row["extracted_time"])
+    # Rows may come from any worker, not only PriceWorker: the same rules guard the table.
+    check_price(row)
     return row
 
 
