@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 import logging
 import random
 import threading
@@ -341,8 +342,6 @@ class FailByKind:
     """Raises the builtin exception named in ``kinds`` on items divisible by its number (first match wins)."""
 
     def __init__(self, kinds: dict[str, int]) -> None:
-        import builtins
-
         self.kinds = [(getattr(builtins, name), every) for name, every in kinds.items()]
 
     def process(self, item: int) -> Any:
