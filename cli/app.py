@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -20,7 +21,7 @@ from sqlalchemy.engine import make_url
 
 from cli.display import LiveView, render_summary
 from cli.price_server import PriceServerError, private_price_server
-from engine import PipelineConfigError, RunStartError, load_pipeline
+from engine import PipelineConfigError, RunReport, RunStartError, load_pipeline
 from engine.config import MaxFailures
 from engine.report import EXIT_CONFIG, EXIT_INTERRUPTED, EXIT_STAGE_DIED
 from engine.text import cut, describe
@@ -205,11 +206,20 @@ def _run_pipeline(
             signal.signal(signum, handler)
     Console().print(render_summary(report, path.stem))
     assert executor.run_path is not None
-    try:
-        (executor.run_path / "report.json").write_text(json.dumps(report.to_dict(), indent=2) + "\n")
-    except OSError as exc:  # the summary above has the figures; say the file is missing
-        print(f"error: cannot write {executor.run_path / 'report.json'}: {exc.strerror or exc}", file=sys.stderr)
+    _write_report(executor.run_path / "report.json", report)
     return report.exit_code
+
+
+def _write_report(path: Path, report: RunReport) -> None:
+    """Write ``report.json`` whole or not at all: a script must never read half a report."""
+    partial = path.with_name(path.name + ".partial")
+    try:
+        partial.write_text(json.dumps(report.to_dict(), indent=2) + "\n")
+        os.replace(partial, path)
+    except OSError as exc:  # the summary has the figures; say the file is missing
+        with contextlib.suppress(OSError):  # the same fault may refuse this too; the error below says enough
+            partial.unlink(missing_ok=True)
+        print(f"error: cannot write {path}: {exc.strerror or exc}", file=sys.stderr)
 
 
 def _handle_interrupts(executor: YamlPipelineExecutor) -> dict[int, Any]:

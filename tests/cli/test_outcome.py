@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import resource
 import subprocess
 import sys
 from pathlib import Path
@@ -15,11 +16,11 @@ from engine.report import EXIT_FAILURES
 from tests.cli.test_app import MAIN, W, _env, _report, _stage, _write
 
 
-def _run(tmp_path: Path, document: dict, *args: str) -> subprocess.CompletedProcess[str]:
+def _run(tmp_path: Path, document: dict, *args: str, **popen: object) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, str(MAIN), "--pipeline", str(_write(tmp_path, document)), "--no-progress",
          "--run-dir", str(tmp_path / "runs"), *args],
-        cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=60,
+        cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=60, **popen,
     )
 
 
@@ -140,3 +141,18 @@ def test_the_summary_of_a_run_with_failures_is_yellow_with_the_failures_by_type_
     assert "HTTPError 84, InvalidPrice 3" in row
     last = summary.renderables[-1]
     assert str(last) == f"{reason} (exit code 4)" and last.style == "yellow"
+
+
+def test_a_report_that_cannot_be_written_whole_is_not_left_half_written(tmp_path):
+    # RLIMIT_FSIZE: any file may hold 700 bytes; report.json needs more, the dead-letter file less.
+    def limit() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (700, 700))
+
+    document = _filtering()
+    document["workers"][0]["input_values"] = [[1, 21]]  # 2 failures: the dead-letter file fits
+    result = _run(tmp_path, document, preexec_fn=limit)
+    assert result.returncode == 4, result.stderr  # the run's own outcome, whatever became of its report
+    assert "cannot write" in result.stderr and "report.json: File too large" in result.stderr
+    assert "Traceback" not in result.stderr
+    (run,) = (tmp_path / "runs").iterdir()
+    assert sorted(p.name for p in run.iterdir()) == ["failed_items.jsonl"]  # no half report, no partial file
