@@ -67,7 +67,8 @@ class MaxFailures:
     def __post_init__(self) -> None:
         if (self.count is None) == (self.percent is None):
             raise ValueError("give either a count or a percent")
-        if self.count is not None and (isinstance(self.count, bool) or not isinstance(self.count, int) or self.count < 0):
+        whole = isinstance(self.count, int) and not isinstance(self.count, bool)
+        if self.count is not None and not (whole and self.count >= 0):
             raise ValueError(f"the count must be a whole number >= 0, not {self.count!r}")
         if self.percent is not None and not 0 <= self.percent <= 100:
             raise ValueError(f"the percentage must be from 0 to 100, not {self.percent}")

@@ -100,7 +100,8 @@ def test_partial_failure_exits_0_within_the_allowance_and_4_beyond_it(tmp_path, 
 @pytest.mark.parametrize(
     "flags, message",
     [
-        (["--max-failures", "101%"], "argument --max-failures: must be a whole number of failures >= 0 or a percentage"),
+        (["--max-failures", "101%"],
+         "argument --max-failures: must be a whole number of failures >= 0 or a percentage"),
         (["--max-failures", "lots"], "argument --max-failures: must be a whole number"),
         (["--strict", "--max-failures", "3"], "not allowed with argument --strict"),
     ],

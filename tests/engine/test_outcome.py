@@ -54,7 +54,9 @@ def test_the_allowance_in_the_file_is_a_count_or_a_percentage_of_item_attempts(r
         assert report.reason == f"done with 10 failures (ValueError 10), within max_failures {allowance}"
 
 
-@pytest.mark.parametrize("in_file, given, code", [(0, "10", EXIT_OK), (10, "0", EXIT_FAILURES), ("50%", "5%", EXIT_FAILURES)])
+@pytest.mark.parametrize(
+    "in_file, given, code", [(0, "10", EXIT_OK), (10, "0", EXIT_FAILURES), ("50%", "5%", EXIT_FAILURES)]
+)
 def test_the_executor_option_wins_over_the_file(run_pipeline, key, in_file, given, code):
     report = run_pipeline(_filtering(key, max_failures=in_file), max_failures=MaxFailures.parse(given))
     assert report.exit_code == code, report.reason
