@@ -51,9 +51,11 @@ class PipelineExecutor:
     ``EXIT_UNRECORDED``, counting the entries it could not write.
 
     A run that ends by itself exits ``EXIT_OK`` only if its failures are within
-    ``max_failures`` (given here, else the pipeline's, else 0); otherwise, or if
-    nothing reached a sink while anything failed, it exits ``EXIT_FAILURES``. A
-    failure is an item failed or lost in any stage (see :class:`MaxFailures`).
+    ``max_failures`` (given here as a :class:`MaxFailures`, ``5`` or ``"2.5%"``;
+    else the pipeline's; else 0). Otherwise, or if nothing reached a sink while
+    anything failed, it exits ``EXIT_FAILURES``. A failure is an item failed or
+    lost in any stage; a percentage is of the items all stages took in plus those
+    they lost (see :class:`MaxFailures`). Precedence: see ``_outcome``.
     """
 
     def __init__(
@@ -63,10 +65,12 @@ class PipelineExecutor:
         run_dir: str | Path = "runs",
         dead_letter: str | Path | None = None,
         on_status: StatusCallback | None = None,
-        max_failures: MaxFailures | None = None,
+        max_failures: MaxFailures | int | str | None = None,
     ) -> None:
         config.check()
         self.config = config
+        if max_failures is not None and not isinstance(max_failures, MaxFailures):
+            max_failures = MaxFailures.parse(max_failures)  # ValueError says what is accepted
         self.max_failures = config.max_failures if max_failures is None else max_failures
         self.run_dir = Path(run_dir)
         self.run_path: Path | None = None  # set by run()

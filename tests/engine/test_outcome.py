@@ -61,6 +61,14 @@ def test_the_executor_option_wins_over_the_file(run_pipeline, key, in_file, give
     report = run_pipeline(_filtering(key, max_failures=in_file), max_failures=MaxFailures.parse(given))
     assert report.exit_code == code, report.reason
     assert report.max_failures == given
+    plain = run_pipeline(_filtering(key, max_failures=in_file), max_failures=given)  # as text, as a caller may
+    assert plain.exit_code == code and plain.max_failures == given
+
+
+def test_a_bad_allowance_given_to_the_executor_is_refused_before_anything_runs(make_executor, key):
+    with pytest.raises(ValueError, match="must be a whole number of failures >= 0 or a percentage"):
+        make_executor(_filtering(key), max_failures="-1")
+    assert workers.collected(key) == []
 
 
 @pytest.mark.parametrize("allowance", [0, "100%", 1_000_000])
