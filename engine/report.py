@@ -83,7 +83,6 @@ class RunReport:
     seconds: float
     interrupted: bool = False
     unrecorded: int = 0  # items that failed or were lost but could not be written to the dead-letter file
-    outcome: str = "done"  # the exit code in a word: done, failures, died, unrecorded or interrupted
     failures: int = 0  # items failed or lost, all stages together: what max_failures limits
     attempts: int = 0  # items the stages took in plus those they lost: what a max_failures percentage is of
     delivered: int = 0  # items the sinks (stages without output queues) finished without failing
@@ -93,6 +92,11 @@ class RunReport:
     @property
     def ok(self) -> bool:
         return self.exit_code == EXIT_OK
+
+    @property
+    def outcome(self) -> str:
+        """The exit code in a word: done, failures, died, unrecorded or interrupted."""
+        return OUTCOMES.get(self.exit_code, "unknown")
 
     def stage(self, name: str) -> StageReport:
         return next(s for s in self.stages if s.name == name)
@@ -109,4 +113,5 @@ class RunReport:
         """Plain JSON-ready data, as written to ``report.json``."""
         data = asdict(self)
         data["dead_letter_path"] = str(self.dead_letter_path)
+        data["outcome"] = self.outcome
         return data
