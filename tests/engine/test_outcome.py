@@ -8,7 +8,7 @@ import pytest
 
 from engine import PipelineConfigError, load_pipeline
 from engine.config import MaxFailures
-from engine.report import EXIT_FAILURES, EXIT_INTERRUPTED, EXIT_OK, EXIT_STAGE_DIED
+from engine.report import EXIT_FAILURES, EXIT_INTERRUPTED, EXIT_OK, EXIT_STAGE_DIED, EXIT_UNRECORDED
 from tests.engine import workers
 from tests.engine.conftest import stage
 
@@ -159,3 +159,21 @@ def test_a_max_failures_built_in_python_is_checked():
         MaxFailures(None, Fraction(101))
     assert str(MaxFailures.parse("2.5%")) == "2.5%" and str(MaxFailures.parse(3)) == "3"
     assert MaxFailures.parse("1%").allows(1, 100) and not MaxFailures.parse("1%").allows(2, 100)
+
+
+def test_a_broken_dead_letter_file_outranks_a_dead_stage_and_an_interrupt_outranks_both(make_executor):
+    # /dev/full takes open() and fails every write with ENOSPC, as a full disk does.
+    document = {
+        "queues": [{"name": "numbers", "maxsize": 4}],
+        "workers": [
+            stage("Source", "Range", input_values=[[0, 100_000]], output_queues="numbers"),
+            stage("Sink", "Die", input_queue="numbers", max_restarts=0),
+        ],
+    }
+    report = make_executor(document, dead_letter="/dev/full").run()
+    assert report.exit_code == EXIT_UNRECORDED and report.outcome == "unrecorded", report.reason
+    assert report.stage("Sink").state == "died" and report.unrecorded > 0
+
+    executor = make_executor(document, dead_letter="/dev/full", on_status=lambda statuses: executor.interrupt())
+    report = executor.run()
+    assert report.exit_code == EXIT_INTERRUPTED and report.unrecorded > 0, report.reason
