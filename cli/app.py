@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -20,7 +21,8 @@ from sqlalchemy.engine import make_url
 
 from cli.display import LiveView, render_summary
 from cli.price_server import PriceServerError, private_price_server
-from engine import PipelineConfigError, RunStartError, load_pipeline
+from engine import PipelineConfigError, RunReport, RunStartError, load_pipeline
+from engine.config import MaxFailures
 from engine.report import EXIT_CONFIG, EXIT_INTERRUPTED, EXIT_STAGE_DIED
 from engine.text import cut, describe
 from yaml_reader import YamlPipelineExecutor
@@ -44,13 +46,15 @@ environment (read from .env.local at the repository root; variables already set 
   (neither set: an embedded PostgreSQL with its data in .pgdata/)
 
 exit codes:
-  0    done (items that failed are listed in the dead-letter file)
-  1    a stage died, or items failed with --strict
+  0    done: no more items failed or were lost than max_failures allows (default 0)
+  1    a stage died
   2    the run could not start: bad pipeline file, unreachable database, something
        other than a price server at PRICE_SERVER_URL, a dead-letter file or run
        directory that cannot be written
   3    the dead-letter file could not be written mid-run (disk full): the run stopped,
        and the items it could not record are counted in the summary
+  4    finished with failures: more items failed or were lost than max_failures allows,
+       or nothing reached a sink while any item failed (listed in the dead-letter file)
   130  interrupted (Ctrl+C or SIGTERM: once stops the sources and lets queued items
        finish, twice stops fast but still stores what was fetched, three times exits now)
 """
@@ -89,7 +93,14 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
                         choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="log detail (default INFO)")
     parser.add_argument("--no-progress", dest="progress", action="store_false",
                         help="plain log lines every monitor_interval instead of the live table")
-    parser.add_argument("--strict", action="store_true", help="exit 1 if any item failed")
+    allowance = parser.add_mutually_exclusive_group()
+    allowance.add_argument(
+        "--max-failures", metavar="N|N%", type=_max_failures,
+        help="exit 4 if more than N items (or N%% of the items the stages took in, plus those lost) "
+             "failed or were lost; overrides max_failures in the pipeline file (default there: 0)",
+    )
+    allowance.add_argument("--strict", dest="max_failures", action="store_const", const=MaxFailures(0),
+                           help="the same as --max-failures 0: exit 4 if any item failed or was lost")
     parser.add_argument("--run-dir", default="runs", metavar="DIR",
                         help="where each run's directory (with failed_items.jsonl) goes (default: runs/)")
     parser.add_argument("--show-db", action="store_true",
@@ -97,6 +108,13 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--psql", action="store_true",
                         help="open the database in psql (keeps the embedded PostgreSQL running meanwhile)")
     return parser.parse_args(argv)
+
+
+def _max_failures(text: str) -> MaxFailures:
+    try:
+        return MaxFailures.parse(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 LOG_RECORD_LIMIT = 2000  # characters of one log record, traceback included; items can be megabytes
@@ -167,7 +185,7 @@ def _run_pipeline(
     try:
         view = LiveView(console, path.stem) if live else None
         executor = YamlPipelineExecutor(
-            path, env=env, run_dir=args.run_dir, strict=args.strict, on_status=view.update if view else None
+            path, env=env, run_dir=args.run_dir, max_failures=args.max_failures, on_status=view.update if view else None
         )
     except PipelineConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -188,11 +206,20 @@ def _run_pipeline(
             signal.signal(signum, handler)
     Console().print(render_summary(report, path.stem))
     assert executor.run_path is not None
-    try:
-        (executor.run_path / "report.json").write_text(json.dumps(report.to_dict(), indent=2) + "\n")
-    except OSError as exc:  # the summary above has the figures; say the file is missing
-        print(f"error: cannot write {executor.run_path / 'report.json'}: {exc.strerror or exc}", file=sys.stderr)
+    _write_report(executor.run_path / "report.json", report)
     return report.exit_code
+
+
+def _write_report(path: Path, report: RunReport) -> None:
+    """Write ``report.json`` whole or not at all: a script must never read half a report."""
+    partial = path.with_name(path.name + ".partial")
+    try:
+        partial.write_text(json.dumps(report.to_dict(), indent=2) + "\n")
+        os.replace(partial, path)
+    except OSError as exc:  # the summary has the figures; say the file is missing
+        with contextlib.suppress(OSError):  # the same fault may refuse this too; the error below says enough
+            partial.unlink(missing_ok=True)
+        print(f"error: cannot write {path}: {exc.strerror or exc}", file=sys.stderr)
 
 
 def _handle_interrupts(executor: YamlPipelineExecutor) -> dict[int, Any]:

@@ -12,7 +12,7 @@ from rich.table import Table
 from rich.text import Text
 
 from engine import RunReport, StageStatus
-from engine.report import EXIT_INTERRUPTED, EXIT_OK
+from engine.report import EXIT_FAILURES, EXIT_INTERRUPTED, EXIT_OK, describe_failures
 
 _STATE_STYLE = {"running": "cyan", "done": "green", "stopped": "yellow", "died": "bold red"}
 
@@ -70,17 +70,19 @@ def _bar(done: int, expected: int | None) -> ProgressBar | str:
 
 
 def render_summary(report: RunReport, pipeline: str) -> Group:
-    """The end-of-run summary: per-stage counts, rows written, where failures went, what next."""
+    """The end-of-run summary: per-stage counts and failures by error type, rows written, where
+    failures went, and the outcome: green when done, yellow when interrupted or finished with
+    failures beyond ``max_failures``, red when a stage died or failures could not be recorded."""
     table = Table(title=f"{pipeline}: finished in {report.seconds:.1f}s", title_justify="left")
-    for column in ("stage", "state", "in", "out", "failed", "lost", "seconds", "other"):
-        table.add_column(column, justify="left" if column in ("stage", "state", "other") else "right")
+    for column in ("stage", "state", "in", "out", "failed", "lost", "seconds", "errors", "other"):
+        table.add_column(column, justify="left" if column in ("stage", "state", "errors", "other") else "right")
     for s in report.stages:
         other = ", ".join(f"{name} {count}" for name, count in sorted(s.counters.items()))
         if s.restarts:
             other = ", ".join(filter(None, [other, f"restarts {s.restarts}"]))
         table.add_row(
             s.name, Text(s.state, style=_STATE_STYLE.get(s.state, "")), str(s.items_in), str(s.items_out),
-            str(s.failed), str(s.lost), f"{s.seconds:.1f}", other,
+            str(s.failed), str(s.lost), f"{s.seconds:.1f}", describe_failures(s.errors, 0), other,
         )
     lines: list[Text | Table] = [table]
     rows = sum(s.counters.get("rows_written", 0) for s in report.stages)
@@ -90,8 +92,8 @@ def render_summary(report: RunReport, pipeline: str) -> Group:
         lines.append(Text(f"{report.dead_letters} item(s) failed or were not processed: {report.dead_letter_path}",
                           style="yellow"))
     if report.exit_code == EXIT_OK:
-        lines.append(Text("done (exit code 0)", style="green"))
+        lines.append(Text(f"{report.reason or 'done'} (exit code 0)", style="green"))
     else:
-        style = "yellow" if report.exit_code == EXIT_INTERRUPTED else "bold red"
+        style = "yellow" if report.exit_code in (EXIT_INTERRUPTED, EXIT_FAILURES) else "bold red"
         lines.append(Text(f"{report.reason} (exit code {report.exit_code})", style=style))
     return Group(*lines)

@@ -22,9 +22,11 @@ import difflib
 import importlib
 import inspect
 import math
+import re
 import unicodedata
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from fractions import Fraction
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -43,6 +45,66 @@ MAX_INSTANCES = 10_000  # threads in one stage
 MAX_THREADS = 20_000  # threads in all stages together
 MAX_STAGES = 200  # a pipeline is a handful of stages; this bounds the graph checks
 MAX_NAME = 100  # characters in a pipeline, stage or queue name
+
+
+@dataclass(frozen=True)
+class MaxFailures:
+    """How many failures a run may have and still succeed (exit 0): ``max_failures`` in the file.
+
+    A failure is an item a stage failed (its worker raised on it, or its thread died holding it)
+    or lost (never processed: its stage died or was stopped). An item a worker answered with
+    nothing (PriceWorker's ``no_data``) is not a failure. Every stage counts its own, so an item
+    that fails in one stage is one failure.
+
+    Either ``count`` (a whole number of failures) or ``percent`` (0 to 100) of the item
+    attempts: the items all stages took in plus those they lost, so an item that passes through
+    three stages is three attempts. ``MaxFailures.parse`` reads ``5``, ``"5"`` or ``"2.5%"``.
+    """
+
+    count: int | None = 0
+    percent: Fraction | None = None
+
+    def __post_init__(self) -> None:
+        if (self.count is None) == (self.percent is None):
+            raise ValueError("give either a count or a percent")
+        whole = isinstance(self.count, int) and not isinstance(self.count, bool)
+        if self.count is not None and not (whole and self.count >= 0):
+            raise ValueError(f"the count must be a whole number >= 0, not {self.count!r}")
+        if self.percent is not None and not 0 <= self.percent <= 100:
+            raise ValueError(f"the percentage must be from 0 to 100, not {self.percent}")
+
+    @classmethod
+    def parse(cls, value: Any) -> "MaxFailures":
+        """``5``, ``"5"`` or ``"2.5%"`` (as written in the file or given as ``--max-failures``).
+
+        Raises ``ValueError`` with a message fit to show (what is accepted, and what was given).
+        """
+        text = value.strip() if isinstance(value, str) else None
+        if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+            return cls(count=value)
+        if text is not None and re.fullmatch(r"[0-9]{1,18}", text):
+            return cls(count=int(text))
+        if text is not None and re.fullmatch(r"[0-9]{1,3}(\.[0-9]{1,6})?\s*%", text):
+            percent = Fraction(text.rstrip("%").strip())
+            if percent <= 100:
+                return cls(count=None, percent=percent)
+        raise ValueError(
+            f"must be a whole number of failures >= 0 or a percentage from 0% to 100% "
+            f"(such as 5 or \"2.5%\"), not {short_repr(value)}"
+        )
+
+    def allows(self, failures: int, attempts: int) -> bool:
+        """Whether ``failures`` out of ``attempts`` item attempts are within the allowance."""
+        if self.count is not None:
+            return failures <= self.count
+        assert self.percent is not None
+        return failures * 100 <= self.percent * attempts  # exact: no rounding at the boundary
+
+    def __str__(self) -> str:
+        if self.count is not None:
+            return str(self.count)
+        assert self.percent is not None
+        return f"{float(self.percent):g}%"
 
 
 @dataclass(frozen=True)
@@ -88,6 +150,7 @@ class PipelineConfig:
     name: str = "pipeline"
     monitor_interval: float = 1.0
     dead_letter: Path | None = None
+    max_failures: MaxFailures = MaxFailures()
 
     def stage(self, name: str) -> StageConfig:
         return next(s for s in self.stages if s.name == name)
@@ -103,6 +166,11 @@ class PipelineConfig:
         problem = _pipeline_name_problem(self.name)
         if problem:
             raise PipelineConfigError(f"the pipeline name {problem}", where="name")
+        if not isinstance(self.max_failures, MaxFailures):
+            raise PipelineConfigError(
+                f"must be a MaxFailures, such as MaxFailures.parse('2.5%'), not {short_repr(self.max_failures)}",
+                where="max_failures",
+            )
         if not self.stages:
             raise PipelineConfigError("the pipeline has no stages", where="workers")
         if len(self.stages) > MAX_STAGES:
@@ -248,7 +316,7 @@ def _suggest(word: str, choices: Any) -> str:
 # From YAML
 
 
-_PIPELINE_KEYS = ("name", "description", "queues", "workers", "monitor_interval", "dead_letter")
+_PIPELINE_KEYS = ("name", "description", "queues", "workers", "monitor_interval", "dead_letter", "max_failures")
 _QUEUE_KEYS = ("name", "description", "maxsize")
 _STAGE_KEYS = (
     "name", "description", "location", "class", "instances", "input_queue", "input_values",
@@ -322,6 +390,7 @@ def load_pipeline(
         name=reader.optional_text("name") or (stem if _pipeline_name_problem(stem) is None else "pipeline"),
         monitor_interval=reader.positive_number("monitor_interval", 1.0),
         dead_letter=Path(dead_letter) if dead_letter else None,
+        max_failures=reader.max_failures("max_failures"),
     )
     try:
         config.check()
@@ -423,6 +492,15 @@ class _Reader:
         return float(
             self._number(key, default, kinds=(int, float), test=lambda v: 0 < v < math.inf, what="a positive number")
         )
+
+    def max_failures(self, key: str) -> MaxFailures:
+        value = self.data.get(key)
+        if value is None:
+            return MaxFailures()
+        try:
+            return MaxFailures.parse(value)
+        except ValueError as exc:
+            self.fail(key, str(exc))
 
     def mapping(self, key: str) -> dict[str, Any]:
         value = self.data.get(key)

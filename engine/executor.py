@@ -7,19 +7,22 @@ import errno
 import logging
 import threading
 import time
+from collections import Counter
 from pathlib import Path
 
-from engine.config import PipelineConfig
+from engine.config import MaxFailures, PipelineConfig
 from engine.dead_letter import DeadLetterError, DeadLetterFile
 from engine.errors import RunStartError, StageSetupError
 from engine.monitor import Monitor, StatusCallback, log_statuses
 from engine.report import (
+    EXIT_FAILURES,
     EXIT_INTERRUPTED,
     EXIT_OK,
     EXIT_STAGE_DIED,
     EXIT_UNRECORDED,
     RunReport,
     StageReport,
+    describe_failures,
 )
 from engine.stage import DIED, Stage, StageQueue
 from engine.text import describe, one_line
@@ -45,6 +48,13 @@ class PipelineExecutor:
     ``failed_items.jsonl`` in the run directory. It is checked before anything
     starts; if writing it fails mid-run, the run stops its sources and ends with
     ``EXIT_UNRECORDED``, counting the entries it could not write.
+
+    A run that ends by itself exits ``EXIT_OK`` only if its failures are within
+    ``max_failures`` (given here as a :class:`MaxFailures`, ``5`` or ``"2.5%"``;
+    else the pipeline's; else 0). Otherwise, or if nothing reached a sink while
+    anything failed, it exits ``EXIT_FAILURES``. A failure is an item failed or
+    lost in any stage; a percentage is of the items all stages took in plus those
+    they lost (see :class:`MaxFailures`). Precedence: see ``_outcome``.
     """
 
     def __init__(
@@ -54,11 +64,13 @@ class PipelineExecutor:
         run_dir: str | Path = "runs",
         dead_letter: str | Path | None = None,
         on_status: StatusCallback | None = None,
-        strict: bool = False,
+        max_failures: MaxFailures | int | str | None = None,
     ) -> None:
         config.check()
         self.config = config
-        self.strict = strict
+        if max_failures is not None and not isinstance(max_failures, MaxFailures):
+            max_failures = MaxFailures.parse(max_failures)  # ValueError says what is accepted
+        self.max_failures = config.max_failures if max_failures is None else max_failures
         self.run_dir = Path(run_dir)
         self.run_path: Path | None = None  # set by run()
         chosen = dead_letter or config.dead_letter
@@ -239,27 +251,18 @@ class PipelineExecutor:
                 restarts=s.restarts,
                 state=s.state,
                 counters=s.counters(),
+                errors=dict(sum((slot.errors for slot in s.slots), Counter())),
             )
             for s in self._stages
         ]
-        dead = [s.dead_reason for s in self._stages if s.state == DIED and s.dead_reason]
-        failed = sum(s.failed + s.lost for s in stages)
-        assert self._monitor is not None
-        if dead_letters.broken is not None:
-            code, reason = EXIT_UNRECORDED, (
-                f"{dead_letters.broken}; {dead_letters.unrecorded} item(s) that failed or were not processed "
-                "are not in it"
-            )
-        elif self._interrupts:
-            code, reason = EXIT_INTERRUPTED, f"interrupted; {failed} item(s) not processed or failed"
-        elif dead:
-            code, reason = EXIT_STAGE_DIED, "; ".join(dead)
-        elif self._monitor.crash is not None:
-            code, reason = EXIT_STAGE_DIED, f"the pipeline monitor failed: {describe(self._monitor.crash)}"
-        elif self.strict and failed:
-            code, reason = EXIT_STAGE_DIED, f"{failed} item(s) failed (strict mode)"
-        else:
-            code, reason = EXIT_OK, None
+        failures = sum(s.failed + s.lost for s in stages)
+        attempts = sum(s.items_in + s.lost for s in stages)
+        delivered = sum(
+            max(0, s.items_in - s.failed) for s, live in zip(stages, self._stages) if live.config.is_sink
+        )
+        errors = sum((Counter(s.errors) for s in stages), Counter())
+        breakdown = describe_failures(errors, sum(s.lost for s in stages))
+        code, reason = self._outcome(dead_letters, failures, attempts, delivered, breakdown)
         return RunReport(
             stages=stages,
             exit_code=code,
@@ -269,7 +272,47 @@ class PipelineExecutor:
             unrecorded=dead_letters.unrecorded,
             seconds=round(seconds, 3),
             interrupted=bool(self._interrupts),
+            failures=failures,
+            attempts=attempts,
+            delivered=delivered,
+            max_failures=str(self.max_failures),
+            errors=dict(errors),
         )
+
+    def _outcome(
+        self, dead_letters: DeadLetterFile, failures: int, attempts: int, delivered: int, breakdown: str
+    ) -> tuple[int, str | None]:
+        """The exit code and its one-sentence reason (None when nothing failed at all).
+
+        When several apply, the first wins: 130 > 3 > 1 > 4 > 0. An interrupt comes first because
+        the operator chose to stop and must be able to tell that from a fault (the report still
+        counts failures and unrecorded items). An incomplete dead-letter file comes next: the record
+        of what to retry is missing, which outweighs any single stage's death. A dead stage (1)
+        outweighs item failures (4), which it usually causes.
+        """
+        dead = [s.dead_reason for s in self._stages if s.state == DIED and s.dead_reason]
+        assert self._monitor is not None
+        if self._interrupts:
+            return EXIT_INTERRUPTED, f"interrupted; {failures} item(s) not processed or failed"
+        if dead_letters.broken is not None:
+            return EXIT_UNRECORDED, (
+                f"{dead_letters.broken}; {dead_letters.unrecorded} item(s) that failed or were not processed "
+                "are not in it"
+            )
+        if dead:
+            return EXIT_STAGE_DIED, "; ".join(dead)
+        if self._monitor.crash is not None:
+            return EXIT_STAGE_DIED, f"the pipeline monitor failed: {describe(self._monitor.crash)}"
+        if not failures:
+            return EXIT_OK, None
+        counted = f"{failures:,} failure{'s' if failures != 1 else ''} ({breakdown})"
+        summary = f"finished with {counted}"
+        if not delivered:
+            # Whatever the allowance: a run whose every item failed or vanished did nothing.
+            return EXIT_FAILURES, f"{summary}; nothing reached a sink"
+        if not self.max_failures.allows(failures, attempts):
+            return EXIT_FAILURES, f"{summary}; max_failures is {self.max_failures} (of {attempts:,} item attempts)"
+        return EXIT_OK, f"done with {counted}, within max_failures {self.max_failures}"
 
 
 def _reserve_run_dir(root: Path, name: str) -> Path:

@@ -10,7 +10,25 @@ EXIT_OK = 0
 EXIT_STAGE_DIED = 1
 EXIT_CONFIG = 2
 EXIT_UNRECORDED = 3  # the dead-letter file could not be written: the record of failed items is incomplete
+EXIT_FAILURES = 4  # finished, but more items failed than max_failures allows (or nothing got through)
 EXIT_INTERRUPTED = 130
+
+# RunReport.outcome: the exit code in a word, for scripts reading report.json.
+OUTCOMES = {
+    EXIT_OK: "done",
+    EXIT_STAGE_DIED: "died",
+    EXIT_UNRECORDED: "unrecorded",
+    EXIT_FAILURES: "failures",
+    EXIT_INTERRUPTED: "interrupted",
+}
+
+
+def describe_failures(errors: dict[str, int], lost: int) -> str:
+    """``"HTTPError 84, InvalidPrice 3, lost 2"``: failed items by error type, most first, then lost ones."""
+    parts = [f"{name} {count:,}" for name, count in sorted(errors.items(), key=lambda e: (-e[1], e[0])) if count]
+    if lost:
+        parts.append(f"lost {lost:,}")
+    return ", ".join(parts)
 
 
 @dataclass(frozen=True)
@@ -50,6 +68,7 @@ class StageReport:
     restarts: int
     state: str  # done, stopped or died
     counters: dict[str, int] = field(default_factory=dict)
+    errors: dict[str, int] = field(default_factory=dict)  # failed items by error type (they add up to failed)
 
 
 @dataclass(frozen=True)
@@ -64,10 +83,20 @@ class RunReport:
     seconds: float
     interrupted: bool = False
     unrecorded: int = 0  # items that failed or were lost but could not be written to the dead-letter file
+    failures: int = 0  # items failed or lost, all stages together: what max_failures limits
+    attempts: int = 0  # items the stages took in plus those they lost: what a max_failures percentage is of
+    delivered: int = 0  # items the sinks (stages without output queues) finished without failing
+    max_failures: str = "0"  # the allowance the run was held to, as written: "5" or "2.5%"
+    errors: dict[str, int] = field(default_factory=dict)  # failed items by error type, all stages together
 
     @property
     def ok(self) -> bool:
         return self.exit_code == EXIT_OK
+
+    @property
+    def outcome(self) -> str:
+        """The exit code in a word: done, failures, died, unrecorded or interrupted."""
+        return OUTCOMES.get(self.exit_code, "unknown")
 
     def stage(self, name: str) -> StageReport:
         return next(s for s in self.stages if s.name == name)
@@ -84,4 +113,5 @@ class RunReport:
         """Plain JSON-ready data, as written to ``report.json``."""
         data = asdict(self)
         data["dead_letter_path"] = str(self.dead_letter_path)
+        data["outcome"] = self.outcome
         return data

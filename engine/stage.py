@@ -87,6 +87,7 @@ class _Slot:
     items_in: int = 0
     items_out: int = 0
     failed: int = 0
+    errors: Counter[str] = field(default_factory=Counter)  # failed items by error type
     counters: Counter[str] = field(default_factory=Counter)
 
 
@@ -361,6 +362,7 @@ class Stage:
 
     def _fail(self, item: Any, error: BaseException, slot: _Slot) -> None:
         slot.failed += 1
+        slot.errors[type(error).__name__] += 1
         try:
             message = str(error) or repr(error)
         except Exception:  # a broken __str__ must not kill the thread: the item is still recorded

@@ -143,16 +143,20 @@ def test_a_full_disk_mid_run_stops_the_run_with_exit_3_and_counts_what_was_not_r
 
 def test_a_file_size_limit_mid_run_keeps_whole_lines_and_counts_the_rest(tmp_path):
     # RLIMIT_FSIZE: the file takes some entries, then a write is cut short (EFBIG), as on a quota.
+    # The limit leaves room for report.json (every file of the process is held to it).
     dead = tmp_path / "dead.jsonl"
+    limit_bytes = 20_000
 
     def limit() -> None:
-        resource.setrlimit(resource.RLIMIT_FSIZE, (1000, 1000))
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit_bytes, limit_bytes))
 
-    result = _main(tmp_path, _pipeline(dead_letter=str(dead)), preexec_fn=limit)
+    document = _pipeline(dead_letter=str(dead))
+    document["workers"][0]["input_values"] = [[0, 3000]]  # 1,000 failures: far more than fit
+    result = _main(tmp_path, document, preexec_fn=limit)
     assert result.returncode == 3, result.stderr
     assert "Traceback" not in result.stderr
     entries = [json.loads(line) for line in dead.read_text().splitlines()]  # every line whole
-    assert 0 < len(entries) < 10 and dead.stat().st_size <= 1000
+    assert 0 < len(entries) < 1000 and dead.stat().st_size <= limit_bytes
     (report_file,) = (tmp_path / "runs").glob("*/report.json")
     report = json.loads(report_file.read_text())
     failed = sum(s["failed"] + s["lost"] for s in report["stages"])
@@ -172,7 +176,7 @@ def test_a_ten_megabyte_item_does_not_flood_the_log_and_is_kept_whole_in_the_dea
         ],
     }
     result = _main(tmp_path, document)
-    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.returncode == 4, result.stderr[-2000:]  # both items failed
     # Two failures, each logged by the engine and by the worker's own (library) logger.
     assert len(result.stderr) < 20_000, len(result.stderr)
     assert len(result.stdout) < 20_000

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 import logging
 import random
 import threading
@@ -328,3 +329,23 @@ class BadManners:
 
     def close(self) -> None:
         raise SystemExit("bye")
+
+
+class ReturnsValue:
+    """A worker with a bug: ``process`` returns its result instead of yielding it, so every item fails."""
+
+    def process(self, item: Any) -> Any:
+        return float(item)
+
+
+class FailByKind:
+    """Raises the builtin exception named in ``kinds`` on items divisible by its number (first match wins)."""
+
+    def __init__(self, kinds: dict[str, int]) -> None:
+        self.kinds = [(getattr(builtins, name), every) for name, every in kinds.items()]
+
+    def process(self, item: int) -> Any:
+        for kind, every in self.kinds:
+            if item % every == 0:
+                raise kind(f"{item} is divisible by {every}")
+        return [item]

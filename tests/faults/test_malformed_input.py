@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from engine.dead_letter import read_dead_letters
-from engine.report import EXIT_OK
+from engine.report import EXIT_FAILURES
 from tests.faults.conftest import (
     check_accounting,
     count_rows,
@@ -135,7 +135,7 @@ def test_malformed_price_answers_fail_their_items_with_reasons_and_the_rest_is_s
         server_url=stub.url, database_url=clean_prices, symbols=SYMBOLS, start=START, end=END, http=HTTP,
     ))
 
-    assert report.exit_code == EXIT_OK, report.reason
+    assert report.exit_code == EXIT_FAILURES, report.reason  # the bad items fail alone; the run says so
     done = check_accounting(report, tasks=tasks, dataset=dataset, database_url=clean_prices)
     assert set(done.dead) == set(victims), "exactly the malformed answers fail"
     for key, (name, fragment) in victims.items():
@@ -156,7 +156,7 @@ def test_deeply_nested_json_fails_as_bad_json_naming_the_url(stub, run_pipeline,
         server_url=stub.url, database_url=clean_prices, symbols=["btc"], start=START, end=START,
         exchanges=["kraken"], http=HTTP,
     ))
-    assert report.exit_code == EXIT_OK, report.reason
+    assert report.exit_code == EXIT_FAILURES, report.reason  # the bad items fail alone; the run says so
     done = check_accounting(report, tasks=tasks, dataset=dataset, database_url=clean_prices)
     (entry,) = done.dead[tasks[0]]
     assert entry["error_type"] == "PriceDataError"
@@ -224,7 +224,7 @@ def test_malformed_wiki_pages_fail_alone_and_the_good_page_flows(stub, run_pipel
     document = _wiki_or_symbols_pipeline(stub.url, clean_prices, pages=[stub.url + path for path in pages])
     report = run_pipeline(document)
 
-    assert report.exit_code == EXIT_OK, report.reason
+    assert report.exit_code == EXIT_FAILURES, report.reason  # the bad items fail alone; the run says so
     entries = read_dead_letters(report.dead_letter_path)
     by_url = {e["item"]: e for e in entries}
     assert len(by_url) == len(entries) == len(MALFORMED_PAGES)
@@ -294,7 +294,7 @@ def test_invalid_prices_are_dead_letters_with_their_reason_never_rows(stub, run_
         server_url=stub.url, database_url=clean_prices, symbols=SYMBOLS, start=START, end=END, http=HTTP,
     ))
 
-    assert report.exit_code == EXIT_OK, report.reason
+    assert report.exit_code == EXIT_FAILURES, report.reason  # the bad items fail alone; the run says so
     done = check_accounting(report, tasks=tasks, dataset=dataset, database_url=clean_prices)
     assert set(done.dead) == set(victims), "exactly the invalid answers fail"
     for key, (name, error_type, fragment) in victims.items():
@@ -330,7 +330,7 @@ def test_an_invalid_exchange_of_a_symbol_fails_alone_and_the_others_are_stored(s
     document = _wiki_or_symbols_pipeline(stub.url, clean_prices, symbols=symbols, date=day)
     report = run_pipeline(document)
 
-    assert report.exit_code == EXIT_OK, report.reason
+    assert report.exit_code == EXIT_FAILURES, report.reason  # the bad items fail alone; the run says so
     (entry,) = read_dead_letters(report.dead_letter_path)
     assert (entry["item"], entry["error_type"]) == ("btc", "ExchangesFailed")
     assert "btc: 2 of 3 exchange(s) failed" in entry["message"]
@@ -367,7 +367,7 @@ def test_quote_pages_with_invalid_prices_are_dead_letters_never_rows(stub, run_p
     document = _wiki_or_symbols_pipeline(stub.url, clean_prices, symbols=list(QUOTES), mode="quote_page")
     report = run_pipeline(document)
 
-    assert report.exit_code == EXIT_OK, report.reason
+    assert report.exit_code == EXIT_FAILURES, report.reason  # the bad items fail alone; the run says so
     entries = {e["item"]: e for e in read_dead_letters(report.dead_letter_path)}
     bad = {symbol: fragment for symbol, (_, _, fragment) in QUOTES.items() if fragment}
     assert set(entries) == set(bad)
@@ -400,7 +400,7 @@ def test_page_shapes_fail_their_rows_only_and_keep_them_whole(stub, run_pipeline
     )
     report = run_pipeline(document)
 
-    assert report.exit_code == EXIT_OK, report.reason
+    assert report.exit_code == EXIT_FAILURES, report.reason  # the bad items fail alone; the run says so
     entries = read_dead_letters(report.dead_letter_path)
     assert [(e["stage"], e["kind"], e["error_type"]) for e in entries] == [("Wiki", "failed", "CellError")] * 2
     deep_entry, huge_entry = sorted(entries, key=lambda e: e["item"]["row"])
@@ -420,7 +420,7 @@ def test_an_absurdly_long_symbol_is_refused_in_a_short_line_and_kept_whole(stub,
     absurd = "BTC" * 100_000
     report = run_pipeline(_wiki_or_symbols_pipeline(stub.url, clean_prices, symbols=["ETH", absurd], date="2020-04-02"))
 
-    assert report.exit_code == EXIT_OK, report.reason
+    assert report.exit_code == EXIT_FAILURES, report.reason  # the bad items fail alone; the run says so
     (entry,) = read_dead_letters(report.dead_letter_path)
     assert (entry["stage"], entry["item"], entry["error_type"]) == ("PriceWorker", absurd, "ValueError")
     assert entry["message"].startswith("symbol of 300,000 characters is longer than 32") and len(entry["message"]) < 120

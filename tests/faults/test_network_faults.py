@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from engine.report import EXIT_OK
+from engine.report import EXIT_FAILURES, EXIT_OK
 from tests.faults.conftest import (
     EXCHANGES,
     Watcher,
@@ -87,8 +87,9 @@ def test_server_gone_halfway_fails_the_rest_into_the_dead_letter_file(
         watcher.finish()
     assert watcher.fired.is_set(), "the server was never stopped"
 
-    # Item failures are reported, not fatal: the run ends by itself with a report.
-    assert report.exit_code == EXIT_OK, report.reason
+    # Item failures are not fatal: the run ends by itself with a report, and exits 4 to say they happened.
+    assert report.exit_code == EXIT_FAILURES, report.reason
+    assert report.failures == report.stage("PriceWorker").failed > 0
     done = check_accounting(report, tasks=tasks, dataset=dataset, database_url=clean_prices)
     assert 0 < len(done.stored) < len(priced(tasks, dataset))
     failed = [e for e in done.entries if e["stage"] == "PriceWorker"]
@@ -153,7 +154,9 @@ def test_a_hostile_price_server_dead_letters_every_item_within_the_worst_case_ti
         server_checks=2, stages=len(document["workers"]), monitor_interval=document["monitor_interval"], fixed=1.0,
     )
     assert elapsed < bound, f"the run took {elapsed:.1f}s, over its worst case of {bound:.1f}s"
-    assert report.exit_code == EXIT_OK, report.reason  # item failures are reported, not fatal
+    # Nothing was stored: the run ends by itself, and never as "done".
+    assert report.exit_code == EXIT_FAILURES and report.delivered == 0, report.reason
+    assert report.errors == {"DeadlineExceeded": len(tasks)}
     done = check_accounting(report, tasks=tasks, dataset=dataset, database_url=clean_prices)
     assert done.stored == set() and done.dead_tasks == len(tasks)
     assert all(e["error_type"] == "DeadlineExceeded" and "took over 0.5s" in e["message"] for e in done.entries)
