@@ -165,20 +165,22 @@ class PipelineExecutor:
         sinks = [s for s in self._stages if _drains_on_interrupt(s)]
         others = [s for s in self._stages if not _drains_on_interrupt(s)]
         in_flight = sum(s.busy for s in self._stages)
+        if not self._stages:
+            return "interrupted while the run starts: no item will be started"
         if self._interrupts == 1:
             not_started = sum(len(s.input.queue.queue) for s in others)
             kept = ", ".join(f"{len(s.input.queue.queue)} queued for {s.name}" for s in sinks)
             return (
                 f"interrupted: no new items are started; {in_flight} in flight will finish"
                 + (f", {kept} will be stored" if kept else "")
-                + f", {not_started} not started are recorded as interrupted; interrupt again to stop now"
+                + f", {not_started} not started are recorded as interrupted; interrupt again (Ctrl+C) to stop now"
             )
         if self._interrupts == 2:
             dropped = sum(len(s.input.queue.queue) for s in sinks)
             names = ", ".join(s.name for s in sinks) or "every stage"
             return (
                 f"interrupted again: {names} will stop after the batch in hand; {dropped} item(s) queued for them "
-                "are recorded as interrupted; interrupt a third time to exit at once"
+                "are recorded as interrupted; interrupt a third time (Ctrl+C) to exit at once"
             )
         return "interrupted again: already stopping"
 
