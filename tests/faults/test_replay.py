@@ -7,6 +7,7 @@ dead-letter file is refused in one line with exit code 2.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import signal
 import time
@@ -193,3 +194,26 @@ def test_main_py_refuses_to_replay_the_file_the_run_would_append_to(tmp_path, ma
     lines = run.output.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"error: {path} is the pipeline's dead_letter file"), run.output
     assert path.read_text().count("\n") == 1  # untouched
+
+
+def test_a_price_record_dead_letter_comes_back_as_a_row_the_writer_stores(tmp_path):
+    from engine.dead_letter import DeadLetterFile
+    from workers.postgres_worker import PostgresWorker
+    from workers.records import PriceRecord
+
+    record = PriceRecord("BTC", "kraken", dt.date(2020, 4, 2), 1.0, 2.0, 0.5, 1.5, 10.0,
+                         dt.datetime(2020, 4, 3, tzinfo=dt.timezone.utc))
+    dead_letters = DeadLetterFile(tmp_path / "failed.jsonl")
+    dead_letters.open()
+    dead_letters.write("PostgresWorker", "interrupted", record, "NotProcessed", "interrupted")
+    dead_letters.close()
+    (item,) = read_dead_letters(tmp_path / "failed.jsonl")
+    database_url = f"sqlite:///{tmp_path / 'prices.db'}"
+    writer = PostgresWorker(database_url=database_url)
+    try:
+        writer.process_batch([item["item"]])
+    finally:
+        writer.close()
+    assert query(database_url, f"SELECT {COLUMNS} FROM prices") == [
+        ("BTC", "kraken", dt.date(2020, 4, 2), 1.0, 2.0, 0.5, 1.5, 10.0)
+    ]
