@@ -196,7 +196,7 @@ def test_main_py_refuses_to_replay_the_file_the_run_would_append_to(tmp_path, ma
     assert path.read_text().count("\n") == 1  # untouched
 
 
-def test_a_price_record_dead_letter_comes_back_as_a_row_the_writer_stores(tmp_path):
+def test_a_price_record_dead_letter_comes_back_as_a_row_the_writer_stores(tmp_path, clean_prices):
     from engine.dead_letter import DeadLetterFile
     from workers.postgres_worker import PostgresWorker
     from workers.records import PriceRecord
@@ -208,12 +208,11 @@ def test_a_price_record_dead_letter_comes_back_as_a_row_the_writer_stores(tmp_pa
     dead_letters.write("PostgresWorker", "interrupted", record, "NotProcessed", "interrupted")
     dead_letters.close()
     (item,) = read_dead_letters(tmp_path / "failed.jsonl")
-    database_url = f"sqlite:///{tmp_path / 'prices.db'}"
-    writer = PostgresWorker(database_url=database_url)
+    writer = PostgresWorker(database_url=clean_prices)
     try:
         writer.process_batch([item["item"]])
     finally:
         writer.close()
-    assert query(database_url, f"SELECT {COLUMNS} FROM prices") == [
+    assert query(clean_prices, f"SELECT {COLUMNS} FROM prices") == [
         ("BTC", "kraken", dt.date(2020, 4, 2), 1.0, 2.0, 0.5, 1.5, 10.0)
     ]
