@@ -162,11 +162,11 @@ class PipelineExecutor:
     def _interrupt_line(self) -> str:
         # Reads queue lengths without their locks: this may run in a signal handler, in a
         # thread that could be holding one. A snapshot is all a person needs here.
+        if not self._stages:
+            return "interrupted while the run starts: no item will be started"
         sinks = [s for s in self._stages if _drains_on_interrupt(s)]
         others = [s for s in self._stages if not _drains_on_interrupt(s)]
         in_flight = sum(s.busy for s in self._stages)
-        if not self._stages:
-            return "interrupted while the run starts: no item will be started"
         if self._interrupts == 1:
             not_started = sum(len(s.input.queue.queue) for s in others)
             kept = ", ".join(f"{len(s.input.queue.queue)} queued for {s.name}" for s in sinks)
@@ -183,8 +183,6 @@ class PipelineExecutor:
                 "are recorded as interrupted; interrupt a third time (Ctrl+C) to exit at once"
             )
         return "interrupted again: already stopping"
-
-    # -- private ---------------------------------------------------------------
 
     def _start_threads(self, stages: list[Stage], gate: threading.Event, dead_letters: DeadLetterFile) -> None:
         """Start every thread behind the gate; if the system refuses one, undo it all and raise."""
