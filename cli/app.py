@@ -21,8 +21,9 @@ from sqlalchemy.engine import make_url
 
 from cli.display import LiveView, render_summary
 from cli.price_server import PriceServerError, private_price_server
-from engine import PipelineConfigError, RunReport, RunStartError, load_pipeline
+from engine import PipelineConfig, PipelineConfigError, RunReport, RunStartError, load_pipeline
 from engine.config import MaxFailures
+from engine.replay import Replay, ReplayError, read_replay
 from engine.report import EXIT_CONFIG, EXIT_INTERRUPTED, EXIT_STAGE_DIED
 from engine.text import cut, describe
 from yaml_reader import YamlPipelineExecutor
@@ -55,8 +56,10 @@ exit codes:
        and the items it could not record are counted in the summary
   4    finished with failures: more items failed or were lost than max_failures allows,
        or nothing reached a sink while any item failed (listed in the dead-letter file)
-  130  interrupted (Ctrl+C or SIGTERM: once stops the sources and lets queued items
-       finish, twice stops fast but still stores what was fetched, three times exits now)
+  130  interrupted (Ctrl+C or SIGTERM: once starts no new item, lets those in flight
+       finish and stores everything fetched; twice stops the writers after the batch in
+       hand; three times exits at once). Items not started are in the dead-letter file
+       as "interrupted": --replay runs them later
 """
 
 
@@ -103,6 +106,9 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
                            help="the same as --max-failures 0: exit 4 if any item failed or was lost")
     parser.add_argument("--run-dir", default="runs", metavar="DIR",
                         help="where each run's directory (with failed_items.jsonl) goes (default: runs/)")
+    parser.add_argument("--replay", metavar="PATH",
+                        help="a new run of the pipeline fed only with the failed, lost and interrupted items "
+                             "of a dead-letter file (runs/<id>/failed_items.jsonl), each into the stage it was bound for")
     parser.add_argument("--show-db", action="store_true",
                         help="say where the database is, how to open it with psql, and how many rows it holds")
     parser.add_argument("--psql", action="store_true",
@@ -157,14 +163,16 @@ def _run(args: argparse.Namespace, console: Console, live: bool) -> int:
     try:
         path = _pipeline_path(args.pipeline)
         # A file that cannot run is reported before a server is started for it.
-        load_pipeline(path).check()
+        config = load_pipeline(path)
+        config.check()
+        replay = _read_replay(args.replay, config) if args.replay else None
         server = _price_server_for(path)
-    except (PipelineConfigError, PriceServerError) as exc:
+    except (PipelineConfigError, PriceServerError, ReplayError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     try:
         env = None if server is None else {**os.environ, "PRICE_SERVER_URL": server.url}
-        return _run_pipeline(args, console, live, path, env)
+        return _run_pipeline(args, console, live, path, env, replay)
     finally:
         if server is not None:
             server.stop()
@@ -180,17 +188,25 @@ def _price_server_for(path: Path) -> ServerProcess | None:
 
 
 def _run_pipeline(
-    args: argparse.Namespace, console: Console, live: bool, path: Path, env: dict[str, str] | None
+    args: argparse.Namespace,
+    console: Console,
+    live: bool,
+    path: Path,
+    env: dict[str, str] | None,
+    replay: Replay | None = None,
 ) -> int:
     try:
         view = LiveView(console, path.stem) if live else None
         executor = YamlPipelineExecutor(
-            path, env=env, run_dir=args.run_dir, max_failures=args.max_failures, on_status=view.update if view else None
+            path, env=env, run_dir=args.run_dir, max_failures=args.max_failures,
+            on_status=view.update if view else None, replay=replay.items if replay else None,
         )
     except PipelineConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
 
+    for line in replay.describe() if replay else ():
+        log.info("%s", line)
     previous = _handle_interrupts(executor)
     try:
         if view is not None:
@@ -207,6 +223,9 @@ def _run_pipeline(
     Console().print(render_summary(report, path.stem))
     assert executor.run_path is not None
     _write_report(executor.run_path / "report.json", report)
+    if report.interrupted and report.dead_letters:
+        print(f"to run the items not started or failed again: python main.py --pipeline {path} "
+              f"--replay {report.dead_letter_path}", file=sys.stderr)
     return report.exit_code
 
 
@@ -222,12 +241,27 @@ def _write_report(path: Path, report: RunReport) -> None:
         print(f"error: cannot write {path}: {exc.strerror or exc}", file=sys.stderr)
 
 
+def _read_replay(path: str, config: PipelineConfig) -> Replay:
+    """The items of the dead-letter file at ``path``; :class:`ReplayError` if it cannot be replayed with ``config``."""
+    replay = read_replay(path, config)
+    try:
+        same = config.dead_letter is not None and os.path.samefile(path, config.dead_letter)
+    except OSError:  # the pipeline's dead-letter file does not exist yet: not the file being replayed
+        same = False
+    if same:
+        raise ReplayError(f"{path} is the pipeline's dead_letter file, which this run would append to; "
+                          f"move it aside (mv {path} {path}.replay) and replay that")
+    return replay
+
+
 def _handle_interrupts(executor: YamlPipelineExecutor) -> dict[int, Any]:
     """SIGINT and SIGTERM interrupt the run: gently, then fast, then at once."""
 
     def interrupt(signum: int, frame: FrameType | None) -> None:
         if executor.interrupt() >= 3:
-            os._exit(EXIT_INTERRUPTED)  # the user insists; writers have had two chances to flush
+            # The user insists; writers have had two chances to flush. os.write: no lock to wait for.
+            os.write(2, b"interrupted a third time: exiting now; items in flight are not recorded\n")
+            os._exit(EXIT_INTERRUPTED)
 
     previous: dict[int, Any] = {}
     for signum in (signal.SIGINT, signal.SIGTERM):

@@ -34,6 +34,16 @@ class Channel(queue.Queue):
                 self.not_empty.notify(wanted)  # one waiting getter per item put
             return max(wanted, 0)
 
+    def preload(self, items: Sequence[Any]) -> None:
+        """Put every one of ``items`` now, even past ``maxsize``: for items known before the run starts.
+
+        Later puts wait until the queue is back under ``maxsize``, so it stays bounded from then on.
+        """
+        with self.not_empty:
+            self.queue.extend(items)
+            self.unfinished_tasks += len(items)
+            self.not_empty.notify(len(items))
+
     def get_many(self, limit: int, timeout: float, until: Any = None) -> list[Any]:
         """Take up to ``limit`` items, waiting up to ``timeout`` for the first one.
 

@@ -17,6 +17,11 @@ caller's thread, before any worker thread starts: the place to check that a
 service answers, so that a run that cannot work stops at once with one clear
 sentence instead of failing every item. Whatever it raises stops the run
 before it starts (:class:`engine.StageSetupError`).
+
+An optional classmethod ``check_replay(item)`` is asked, when a dead-letter
+file is replayed (:mod:`engine.replay`), about each item bound for the stage
+as it comes back from JSON; raising ``ValueError`` (saying why) skips the item,
+for items the worker cannot take again.
 """
 
 from __future__ import annotations

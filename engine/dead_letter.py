@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import json
 import errno
+import json
 import logging
 import os
 import threading
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -25,8 +26,11 @@ class DeadLetterError(RunStartError):
 class DeadLetterFile:
     """Appends ``{"time", "stage", "kind", "item", "error_type", "message"}`` lines.
 
-    ``kind`` is ``failed`` (the worker raised on the item) or ``lost`` (the item
-    was never processed: its stage died, or the run was interrupted).
+    ``kind`` is ``failed`` (the worker raised on the item), ``lost`` (the item
+    was never processed: its stage died or was stopped) or ``interrupted`` (not
+    started because the run was interrupted). ``stage`` is the stage that
+    failed or did not process the item: feeding the item back into that stage's
+    input replays it (:mod:`engine.replay`). ``kinds`` counts the entries written per kind.
     :meth:`open` checks at start that the path can be written (raising
     :class:`DeadLetterError`); a run with no entry leaves no file behind.
     If a write fails later (disk full), :meth:`write` never raises: the file
@@ -38,6 +42,7 @@ class DeadLetterFile:
     def __init__(self, path: Path, on_broken: Callable[[str], None] | None = None) -> None:
         self.path = path
         self.count = 0
+        self.kinds: Counter[str] = Counter()
         self.unrecorded = 0
         self.broken: str | None = None
         self._on_broken = on_broken
@@ -79,6 +84,7 @@ class DeadLetterFile:
                 try:
                     self._append(data)
                     self.count += 1
+                    self.kinds[kind] += 1
                     return
                 except OSError as exc:
                     self._break(exc)

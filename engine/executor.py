@@ -8,7 +8,10 @@ import logging
 import threading
 import time
 from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 from engine.config import MaxFailures, PipelineConfig
 from engine.dead_letter import DeadLetterError, DeadLetterFile
@@ -24,7 +27,7 @@ from engine.report import (
     StageReport,
     describe_failures,
 )
-from engine.stage import DIED, Stage, StageQueue
+from engine.stage import DIED, INTERRUPTED, Stage, StageQueue
 from engine.text import describe, one_line
 
 log = logging.getLogger(__name__)
@@ -36,10 +39,19 @@ class PipelineExecutor:
     """Runs a pipeline once.
 
     ``run()`` blocks until every stage has ended and returns a :class:`RunReport`.
-    ``interrupt()`` may be called from another thread or a signal handler: the
-    first call stops the sources and lets queued items finish; the second
-    also stops every stage but the sinks, which store what is already queued
-    for them.
+    ``interrupt()`` may be called from another thread or a signal handler. The
+    first call stops intake: no stage but the sinks starts a new item, items in
+    flight finish, and the sinks (stages with an input queue and no output: the
+    writers) go on storing what is queued for them, since those items have
+    already been fetched. Every item not started is dead-lettered as
+    ``interrupted``. The second call stops the sinks too, after the batch in
+    hand; what is still queued for them is dead-lettered as ``interrupted``.
+
+    ``replay`` maps stage names to items to feed into those stages (from a
+    dead-letter file: see :mod:`engine.replay`). A source then gets only its
+    replayed items, none of its ``input_values``; any other stage gets its
+    replayed items in its input queue before the run starts, ahead of what its
+    producers send.
 
     Each run gets a directory of its own under ``run_dir`` (default ``runs/``),
     named by the time (to the microsecond) and the pipeline, made by ``run()``
@@ -65,9 +77,14 @@ class PipelineExecutor:
         dead_letter: str | Path | None = None,
         on_status: StatusCallback | None = None,
         max_failures: MaxFailures | int | str | None = None,
+        replay: Mapping[str, Sequence[Any]] | None = None,
     ) -> None:
         config.check()
-        self.config = config
+        self._replay = {name: list(items) for name, items in (replay or {}).items()}
+        unknown = sorted(set(self._replay) - {stage.name for stage in config.stages})
+        if unknown:
+            raise ValueError(f"cannot replay items into {', '.join(unknown)}: no such stage in {config.name}")
+        self.config = config if replay is None else _replayed_sources(config, self._replay)
         if max_failures is not None and not isinstance(max_failures, MaxFailures):
             max_failures = MaxFailures.parse(max_failures)  # ValueError says what is accepted
         self.max_failures = config.max_failures if max_failures is None else max_failures
@@ -141,20 +158,43 @@ class PipelineExecutor:
         return self._report(time.monotonic() - started, dead_letters)
 
     def interrupt(self) -> int:
-        """Stop the run: gently the first time, fast the second. Returns how many times it was called.
+        """Stop the run: intake first, then the sinks too (see the class docstring). Returns the count so far.
 
-        An interrupt before the stages exist (while ``run()`` prepares them) takes
-        effect as soon as they do.
+        Logs one line saying what happens and what remains. An interrupt before
+        the stages exist (while ``run()`` prepares them) takes effect as soon as
+        they do.
         """
         self._interrupts += 1
-        if self._interrupts == 1:
-            log.warning("interrupted: stopping the sources; queued items will finish (interrupt again to stop fast)")
-        else:
-            log.warning("interrupted again: stopping every stage; sinks store what is already queued for them")
+        log.warning("%s", self._interrupt_line())
         self._apply_interrupts()
         return self._interrupts
 
     # -- private ---------------------------------------------------------------
+
+    def _interrupt_line(self) -> str:
+        # Reads queue lengths without their locks: this may run in a signal handler, in a
+        # thread that could be holding one. A snapshot is all a person needs here.
+        if not self._stages:
+            return "interrupted while the run starts: no item will be started"
+        sinks = [s for s in self._stages if _drains_on_interrupt(s)]
+        others = [s for s in self._stages if not _drains_on_interrupt(s)]
+        in_flight = sum(s.busy for s in self._stages)
+        if self._interrupts == 1:
+            not_started = sum(len(s.input.queue.queue) for s in others)
+            kept = ", ".join(f"{len(s.input.queue.queue)} queued for {s.name}" for s in sinks)
+            return (
+                f"interrupted: no new items are started; {in_flight} in flight will finish"
+                + (f", {kept} will be stored" if kept else "")
+                + f", {not_started} not started are recorded as interrupted; interrupt again (Ctrl+C) to stop now"
+            )
+        if self._interrupts == 2:
+            dropped = sum(len(s.input.queue.queue) for s in sinks)
+            names = ", ".join(s.name for s in sinks) or "every stage"
+            return (
+                f"interrupted again: {names} will stop after the batch in hand; {dropped} item(s) queued for them "
+                "are recorded as interrupted; interrupt a third time (Ctrl+C) to exit at once"
+            )
+        return "interrupted again: already stopping"
 
     def _start_threads(self, stages: list[Stage], gate: threading.Event, dead_letters: DeadLetterFile) -> None:
         """Start every thread behind the gate; if the system refuses one, undo it all and raise."""
@@ -187,8 +227,8 @@ class PipelineExecutor:
     def _apply_interrupts(self) -> None:
         # Called by interrupt() and again by run() once the stages exist, so none is missed.
         for stage in self._stages:
-            if stage.config.is_source or (self._interrupts >= 2 and not stage.config.is_sink):
-                stage.stop("interrupted before it was processed")
+            if self._interrupts >= 2 or not _drains_on_interrupt(stage):
+                stage.stop("interrupted before it was processed", INTERRUPTED)
 
     def _prepare_stages(self) -> None:
         for config in self.config.stages:
@@ -216,6 +256,7 @@ class PipelineExecutor:
                 all_queues.append(source)
             else:
                 source = queues[config.input_queue]
+                source.queue.preload(self._replay.get(config.name, ()))
             outputs = [queues[name] for name in config.output_queues]
             stage = Stage(config, source, outputs, dead_letters, wake, gate)
             source.consumer = stage
@@ -293,7 +334,10 @@ class PipelineExecutor:
         dead = [s.dead_reason for s in self._stages if s.state == DIED and s.dead_reason]
         assert self._monitor is not None
         if self._interrupts:
-            return EXIT_INTERRUPTED, f"interrupted; {failures} item(s) not processed or failed"
+            not_started = dead_letters.kinds[INTERRUPTED]
+            return EXIT_INTERRUPTED, (
+                f"interrupted; {not_started} item(s) not started, {failures - not_started} failed or lost"
+            )
         if dead_letters.broken is not None:
             return EXIT_UNRECORDED, (
                 f"{dead_letters.broken}; {dead_letters.unrecorded} item(s) that failed or were not processed "
@@ -313,6 +357,20 @@ class PipelineExecutor:
         if not self.max_failures.allows(failures, attempts):
             return EXIT_FAILURES, f"{summary}; max_failures is {self.max_failures} (of {attempts:,} item attempts)"
         return EXIT_OK, f"done with {counted}, within max_failures {self.max_failures}"
+
+
+def _drains_on_interrupt(stage: Stage) -> bool:
+    """A sink fed by other stages stores what they fetched, so the first interrupt lets it drain its queue."""
+    return stage.config.is_sink and not stage.config.is_source
+
+
+def _replayed_sources(config: PipelineConfig, replay: Mapping[str, list[Any]]) -> PipelineConfig:
+    """``config`` with each source's ``input_values`` replaced by its replayed items (none if it has none)."""
+    stages = tuple(
+        replace(stage, input_values=tuple(replay.get(stage.name, ()))) if stage.is_source else stage
+        for stage in config.stages
+    )
+    return replace(config, stages=stages)
 
 
 def _reserve_run_dir(root: Path, name: str) -> Path:

@@ -31,6 +31,7 @@ _MAX_BUFFER_SECONDS = 0.05  # longest an output waits in a thread's buffer
 _LOGGED_FAILURES = 10  # per stage; the rest are only in the dead-letter file
 
 RUNNING, DONE, STOPPED, DIED = "running", "done", "stopped", "died"
+LOST, INTERRUPTED = "lost", "interrupted"  # dead-letter kinds of an item its stage never started
 
 
 class _Pill:
@@ -114,6 +115,7 @@ class Stage:
         self.restarts = 0
         self.stop_event = threading.Event()
         self.stop_reason: str | None = None
+        self._stop_kind = LOST  # the dead-letter kind of items not started because of the stop
         self.dead_reason: str | None = None
         self.started_at = 0.0
         self.ended_at: float | None = None
@@ -184,10 +186,14 @@ class Stage:
         """Before the gate opens: every thread ends without building its worker or taking an item."""
         self.stop_event.set()
 
-    def stop(self, reason: str) -> None:
-        """Take no new items: each thread ends after the item in hand; what is queued is lost with ``reason``."""
+    def stop(self, reason: str, kind: str = LOST) -> None:
+        """Take no new items: each thread ends after the item (or batch) in hand.
+
+        What is queued, and what producers still hand over, is dead-lettered as
+        ``kind`` (``lost``, or ``interrupted`` for a Ctrl+C) with ``reason``.
+        """
         if self.stop_reason is None and not self.finished:
-            self.stop_reason = reason
+            self.stop_reason, self._stop_kind = reason, kind
         self.stop_event.set()
         self.input.abandon(reason)
 
@@ -223,10 +229,15 @@ class Stage:
                 self.input.abandon(f"not processed: {self.dead_reason}")
 
     def record_lost(self, item: Any, reason: str) -> None:
-        """Account for an item this stage will never process."""
+        """Account for an item this stage will never process.
+
+        It counts in ``lost``; its dead-letter kind is that of the stop whose
+        ``reason`` this is (``interrupted`` after a Ctrl+C), else ``lost``.
+        """
         with self._lost_lock:
             self._lost += 1
-        self._dead_letters.write(self.name, "lost", item, "NotProcessed", reason)
+        kind = self._stop_kind if reason == self.stop_reason else LOST
+        self._dead_letters.write(self.name, kind, item, "NotProcessed", reason)
 
     # -- the worker threads ----------------------------------------------------
 

@@ -204,6 +204,12 @@ class WikiWorker:
         """Before the run: check the parameters, with the constructor's own checks."""
         cls(**params).close()
 
+    @classmethod
+    def check_replay(cls, item: Any) -> None:
+        """On a replay, take page URLs again; a failed row (a dict) is read again only by replaying its page."""
+        if not isinstance(item, str):
+            raise ValueError("a failed table row is read again only by replaying its page")
+
     def process(self, item: str) -> list[str]:
         """Fetch the page at URL ``item`` and return its symbols; raise ``ItemsFailed`` if rows failed."""
         if not isinstance(item, str) or not item.strip():

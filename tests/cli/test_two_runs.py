@@ -195,7 +195,7 @@ def _kill(run: Run) -> None:
 def _ctrl_c_once(run: Run) -> None:
     run.read_until("starting 4 stages")
     run.process.send_signal(signal.SIGINT)
-    run.read_until("interrupted: stopping")
+    run.read_until("interrupted: no new items are started")
     assert run.finish() == 130, run.text
 
 
@@ -209,7 +209,7 @@ def _ctrl_c_three_times(run: Run) -> None:
 def _sigterm(run: Run) -> None:
     run.read_until("starting 4 stages")
     run.process.send_signal(signal.SIGTERM)
-    run.read_until("interrupted: stopping")
+    run.read_until("interrupted: no new items are started")
     assert run.finish() == 130, run.text
 
 

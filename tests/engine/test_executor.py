@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections import Counter
 
 import pytest
@@ -228,7 +229,44 @@ def test_a_worker_that_cannot_be_built_kills_its_stage_with_the_reason(run_pipel
     assert report.stage("Broken").lost == 10
 
 
-def test_first_interrupt_stops_sources_and_lets_queued_items_finish(make_executor, key):
+def test_first_interrupt_after_the_source_finished_stops_intake_and_stores_what_was_fetched(make_executor, key):
+    # The source is done in a moment; 1000 items wait for Work (10 s of work at 2 x 0.02 s).
+    executor = make_executor({
+        "queues": [{"name": "numbers", "maxsize": 2000}, {"name": "passed", "maxsize": 10}],
+        "workers": [
+            stage("Source", "Range", input_values=[[0, 1000]], output_queues="numbers"),
+            stage("Work", "Slow", instances=2, params={"delay": 0.02, "key": key}, input_queue="numbers",
+                  output_queues="passed"),
+            stage("Sink", "Collect", input_queue="passed", params={"key": key, "max_delay": 0.002}),
+        ],
+    })
+    interrupted_at: list[float] = []
+
+    def ctrl_c() -> None:
+        interrupted_at.append(time.monotonic())
+        executor.interrupt()
+
+    _interrupt_when(executor, lambda: workers.events(key)["started"] >= 20, action=ctrl_c)
+    report = executor.run()
+    ended_in = time.monotonic() - interrupted_at[0]
+
+    assert report.exit_code == EXIT_INTERRUPTED and report.interrupted
+    assert ended_in < 3, f"the run went on for {ended_in:.1f}s after the interrupt"
+    source, work, sink = report.stage("Source"), report.stage("Work"), report.stage("Sink")
+    assert source.state == "done" and source.items_out == 1000
+    assert work.state == "stopped" and work.lost > 900  # not started: at most a few more after the interrupt
+    # Nothing fetched is lost: every item Work put out was stored by the sink.
+    assert sink.lost == sink.failed == 0
+    assert len(workers.collected(key)) == sink.items_in == work.items_out == work.items_in
+    # Every item not started is an `interrupted` dead letter, and every input is accounted for exactly once.
+    entries = read_dead_letters(report.dead_letter_path)
+    assert len(entries) == report.dead_letters == work.lost
+    assert {(e["stage"], e["kind"], e["error_type"]) for e in entries} == {("Work", "interrupted", "NotProcessed")}
+    assert sorted(workers.collected(key) + [e["item"] for e in entries]) == list(range(1000))
+    assert "not started" in report.reason
+
+
+def test_first_interrupt_stops_a_running_source_and_every_stage_but_the_sinks(make_executor, key):
     executor = make_executor({
         "queues": [{"name": "numbers", "maxsize": 10}, {"name": "passed"}],
         "workers": [
@@ -242,36 +280,37 @@ def test_first_interrupt_stops_sources_and_lets_queued_items_finish(make_executo
     _interrupt_when(executor, lambda: workers.events(key)["started"] >= 20)
     report = executor.run()
     assert report.exit_code == EXIT_INTERRUPTED and report.interrupted
-    work = report.stage("Work")
-    assert work.lost == 0 and work.failed == 0  # what reached the queue was finished...
-    assert len(workers.collected(key)) == work.items_out == report.stage("Source").items_out
-    source = report.stage("Source")
-    assert source.lost > 0  # ...and what the source never took is accounted for as lost
-    assert source.items_in + source.lost == 1000
+    source, work, sink = report.stage("Source"), report.stage("Work"), report.stage("Sink")
+    assert source.state == work.state == "stopped"
+    assert source.lost > 0 and source.items_in + source.lost == 1000  # the source's values not taken
+    assert work.items_in + work.lost == source.items_out  # items queued for Work are not started either
+    assert sink.lost == 0 and len(workers.collected(key)) == sink.items_in == work.items_out
+    entries = read_dead_letters(report.dead_letter_path)
+    assert len(entries) == source.lost + work.lost
+    assert {e["kind"] for e in entries} == {"interrupted"}
 
 
-def test_second_interrupt_stops_fast_but_sinks_store_what_is_queued(make_executor, key):
+def test_second_interrupt_stops_the_sinks_after_the_item_in_hand(make_executor, key):
     executor = make_executor({
         "queues": [{"name": "numbers", "maxsize": 1000}, {"name": "passed", "maxsize": 1000}],
         "workers": [
             stage("Source", "Range", input_values=[[0, 5000]], output_queues="numbers"),
-            stage("Work", "Slow", instances=2, params={"delay": 0.005, "key": key}, input_queue="numbers",
-                  output_queues="passed"),
-            stage("Sink", "Slow", params={"delay": 0.001}, input_queue="passed", output_queues=[]),
+            stage("Work", "Echo", instances=2, input_queue="numbers", output_queues="passed"),
+            stage("Sink", "Slow", params={"delay": 0.005, "key": key}, input_queue="passed", output_queues=[]),
         ],
     })
 
-    def twice() -> bool:
-        return workers.events(key)["started"] >= 10
-
-    _interrupt_when(executor, twice, times=2)
+    _interrupt_when(executor, lambda: workers.events(key)["started"] >= 10, times=2)
+    started = time.monotonic()
     report = executor.run()
+    assert time.monotonic() - started < 5  # the sink did not work through its queue (1000 x 5 ms)
     assert report.exit_code == EXIT_INTERRUPTED
     work, sink = report.stage("Work"), report.stage("Sink")
-    assert work.lost > 0  # Work stopped with items still queued for it
-    assert sink.lost == 0 and sink.items_in == work.items_out  # the sink stored all Work produced
-    total = report.stage("Source").items_out
-    assert work.items_in + work.lost == total
+    assert sink.state == "stopped" and sink.lost > 0 and sink.failed == 0
+    assert sink.items_in + sink.lost == work.items_out
+    entries = read_dead_letters(report.dead_letter_path)
+    assert {e["kind"] for e in entries if e["stage"] == "Sink"} == {"interrupted"}
+    assert len(entries) == sum(s.lost for s in report.stages)
 
 
 def test_executor_built_in_python_without_yaml(tmp_path, key):
@@ -305,14 +344,14 @@ def test_the_pill_is_not_a_string():
     assert not isinstance(PILL, str) and PILL != "DONE"
 
 
-def _interrupt_when(executor, condition, times: int = 1) -> None:
-    """Call executor.interrupt() from another thread once ``condition()`` holds."""
+def _interrupt_when(executor, condition, times: int = 1, action=None) -> None:
+    """Call executor.interrupt() (or ``action``) from another thread once ``condition()`` holds."""
 
     def watch() -> None:
         while not condition():
             threading.Event().wait(0.005)
         for _ in range(times):
-            executor.interrupt()
+            (action or executor.interrupt)()
 
     threading.Thread(target=watch, daemon=True).start()
 

@@ -313,7 +313,7 @@ def check_accounting(
         covered = _covered(entry, tasks)
         if not covered or not set(covered) <= task_set:
             problems.append(f"dead-letter entry for no planned task: {entry}")
-        if entry.get("kind") not in ("failed", "lost"):
+        if entry.get("kind") not in ("failed", "lost", "interrupted"):
             problems.append(f"dead-letter entry of unknown kind: {entry}")
         if not entry.get("message") or not entry.get("error_type") or not entry.get("stage"):
             problems.append(f"dead-letter entry without its reason: {entry}")

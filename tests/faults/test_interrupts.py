@@ -3,11 +3,7 @@ and through ``PipelineExecutor.interrupt()`` while the run is still starting."""
 
 from __future__ import annotations
 
-import json
-import os
 import signal
-import subprocess
-import sys
 import time
 import uuid
 from pathlib import Path
@@ -20,7 +16,6 @@ from engine.report import EXIT_INTERRUPTED
 from tests.faults import workers
 from tests.faults.conftest import (
     FAULT_WORKERS,
-    REPO,
     Watcher,
     check_accounting,
     plan,
@@ -28,60 +23,19 @@ from tests.faults.conftest import (
     wait_until,
     write_pipeline,
 )
+from tests.faults.main_process import Run, main_process  # noqa: F401 - main_process is a fixture
 
-MAIN = REPO / "main.py"
 SYMBOLS = ["btc", "eth", "ltc", "xrp", "ada", "doge", "xlm", "eos", "bch", "bnb"]
 START, END = "2020-04-01", "2020-04-10"
 EXCHANGES = ["bitstamp", "coinbase-pro", "kraken"]
 
 
-class Run:
-    """``python main.py --pipeline PATH --no-progress`` in ``cwd``, with the test server and database."""
-
-    def __init__(self, pipeline: Path, cwd: Path, server_url: str, database_url: str) -> None:
-        env = dict(os.environ, PRICE_SERVER_URL=server_url, DATABASE_URL=database_url, PYTHONUNBUFFERED="1")
-        self.cwd = cwd
-        self.process = subprocess.Popen(
-            [sys.executable, str(MAIN), "--pipeline", str(pipeline), "--no-progress", "--log-level", "INFO"],
-            cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        )
-        self.output = ""
-
-    def interrupt(self, signum: int = signal.SIGINT) -> None:
-        self.process.send_signal(signum)
-
-    def wait(self, timeout: float = 60) -> int:
-        try:
-            self.output, _ = self.process.communicate(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.output, _ = self.process.communicate()
-            pytest.fail(f"main.py did not end within {timeout}s after the interrupt:\n{self.output[-3000:]}")
-        return self.process.returncode
-
-    def kill(self) -> None:
-        if self.process.poll() is None:
-            self.process.kill()
-            self.process.communicate()
-
-    def report(self) -> dict[str, Any]:
-        (path,) = self.cwd.glob("runs/*/report.json")
-        return json.loads(path.read_text())
-
-
 @pytest.fixture
-def main_run(tmp_path: Path):
-    runs: list[Run] = []
-
+def main_run(tmp_path: Path, main_process):
     def start(document: dict[str, Any], server_url: str, database_url: str) -> Run:
-        cwd = tmp_path / f"cwd{len(runs)}"
-        cwd.mkdir()
-        runs.append(Run(write_pipeline(tmp_path, document), cwd, server_url, database_url))
-        return runs[-1]
+        return main_process(["--pipeline", str(write_pipeline(tmp_path, document))], server_url, database_url)
 
-    yield start
-    for run in runs:
-        run.kill()
+    return start
 
 
 def _stage(report: dict[str, Any], name: str) -> dict[str, Any]:
@@ -91,8 +45,7 @@ def _stage(report: dict[str, Any], name: str) -> dict[str, Any]:
 def _check(run: Run, tasks, dataset, database_url):
     """The invariant, from what the child left behind: report.json, its dead-letter file and the table."""
     report = run.report()
-    entries = read_dead_letters(Path(report["dead_letter_path"]) if Path(report["dead_letter_path"]).is_absolute()
-                                else run.cwd / report["dead_letter_path"])
+    entries = read_dead_letters(run.dead_letter_path())
     assert len(entries) == report["dead_letters"]
     assert sum(s["failed"] + s["lost"] for s in report["stages"]) == len(entries)
     for upstream, downstream in zip(report["stages"], report["stages"][1:]):
@@ -114,7 +67,7 @@ def _document(server_url: str, database_url: str) -> dict[str, Any]:
 @pytest.mark.slow
 @pytest.mark.timeout(90)
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
-def test_one_sigint_stops_the_sources_lets_queued_items_finish_and_exits_130(
+def test_one_sigint_starts_no_new_item_stores_what_was_fetched_and_exits_130_in_seconds(
     fault_server, main_run, clean_prices, dataset, signum
 ):
     server = fault_server(sleep=0.05)
@@ -124,62 +77,69 @@ def test_one_sigint_stops_the_sources_lets_queued_items_finish_and_exits_130(
         assert wait_until(lambda: server.stats.requests >= 40 or run.process.poll() is not None, 30)
         assert run.process.poll() is None, f"main.py ended before the interrupt:\n{run.wait()}{run.output}"
         run.interrupt(signum)
+        interrupted_at = time.monotonic()
         code = run.wait()
+        ended_in = time.monotonic() - interrupted_at
     finally:
         run.kill()
 
     assert code == EXIT_INTERRUPTED, run.output[-3000:]
     assert "Traceback" not in run.output, run.output[-3000:]
+    assert "interrupted: no new items are started;" in run.output, run.output[-3000:]
+    assert ended_in < 10, f"main.py went on for {ended_in:.1f}s after the interrupt"
     report, done = _check(run, tasks, dataset, clean_prices)
     assert report["interrupted"] is True
     planner, fetcher, writer = (_stage(report, n) for n in ("Planner", "PriceWorker", "Writer"))
-    # The source stopped: the symbols it had not started are lost, with the reason.
-    assert planner["state"] == "stopped"
-    lost_symbols = [e for e in done.entries if e["stage"] == "Planner"]
-    assert lost_symbols and all(e["kind"] == "lost" and "interrupted" in e["message"] for e in lost_symbols)
-    assert planner["items_in"] + len(lost_symbols) == len(SYMBOLS)
-    # Every task the source had planned was fetched (nothing queued was dropped)...
-    assert fetcher["lost"] == 0 and fetcher["items_in"] == planner["items_out"]
-    # ...and every fetched price reached the table (the writer flushed).
-    assert writer["lost"] == writer["failed"] == 0
+    # Intake stopped everywhere: the symbols and the tasks not started are dead-lettered as interrupted.
+    assert planner["state"] == fetcher["state"] == "stopped"
+    assert fetcher["lost"] > 0 and fetcher["items_in"] + fetcher["lost"] == planner["items_out"]
+    not_started = [e for e in done.entries if e["stage"] in ("Planner", "PriceWorker")]
+    assert not_started and all(e["kind"] == "interrupted" and "interrupted" in e["message"] for e in not_started)
+    # Every fetched price reached the table (the writer drained its queue and flushed).
+    assert writer["state"] == "done" and writer["lost"] == writer["failed"] == 0
     assert len(done.stored) == fetcher["items_out"] == writer["items_in"] > 0
 
 
 @pytest.mark.slow
 @pytest.mark.timeout(90)
-def test_two_sigints_stop_fast_exit_130_and_still_store_what_was_fetched(
+def test_two_sigints_stop_the_writers_after_the_batch_in_hand_and_exit_130(
     fault_server, main_run, clean_prices, dataset
 ):
     server = fault_server(sleep=0.05)
     tasks = plan(SYMBOLS, EXCHANGES, START, END)
-    run = main_run(_document(server.url, clean_prices), server.url, clean_prices)
+    document = _document(server.url, clean_prices)
+    # One slow writer (5 rows per 0.2 s) behind 4 fetchers (80 rows/s): a backlog of fetched rows builds up.
+    document["workers"][2].update({"location": FAULT_WORKERS, "class": "SlowWriter", "instances": 1,
+                                   "batch_size": 5})
+    document["workers"][2]["params"].update({"batch_delay": 0.2, "batch_size": 5})
+    run = main_run(document, server.url, clean_prices)
     try:
-        assert wait_until(lambda: server.stats.requests >= 40 or run.process.poll() is not None, 30)
+        assert wait_until(lambda: server.stats.requests >= 60 or run.process.poll() is not None, 30)
         assert run.process.poll() is None, f"main.py ended before the interrupt:\n{run.wait()}{run.output}"
         run.interrupt()
-        seen = server.stats.requests
-        # The second Ctrl+C comes while the queued tasks are still being fetched.
-        assert wait_until(lambda: server.stats.requests >= seen + 8, 10)
+        time.sleep(0.3)  # signals sent back to back coalesce
         run.interrupt()
+        interrupted_at = time.monotonic()
         code = run.wait()
+        ended_in = time.monotonic() - interrupted_at
     finally:
         run.kill()
 
     assert code == EXIT_INTERRUPTED, run.output[-3000:]
     assert "Traceback" not in run.output, run.output[-3000:]
+    assert "interrupted again: Writer will stop after the batch in hand;" in run.output, run.output[-3000:]
+    assert ended_in < 10, f"main.py went on for {ended_in:.1f}s after the second interrupt"
     report, done = _check(run, tasks, dataset, clean_prices)
     planner, fetcher, writer = (_stage(report, n) for n in ("Planner", "PriceWorker", "Writer"))
-    assert planner["state"] == fetcher["state"] == "stopped"
-    # Stopped fast: tasks still queued for the fetchers were not fetched but dead-lettered as lost.
-    assert fetcher["lost"] > 0
-    assert all(e["kind"] == "lost" for e in done.entries if e["stage"] == "PriceWorker")
-    # Every price already fetched was stored.
-    assert writer["lost"] == writer["failed"] == 0
-    assert len(done.stored) == fetcher["items_out"] == writer["items_in"] > 0
+    assert planner["state"] == fetcher["state"] == writer["state"] == "stopped"
+    # Rows still queued for the writer are dead-lettered as interrupted (replayable); the rest are stored.
+    assert writer["lost"] > 0 and writer["items_in"] + writer["lost"] == fetcher["items_out"]
+    assert {e["kind"] for e in done.entries if e["stage"] == "Writer"} == {"interrupted"}
+    assert len(done.stored) == writer["items_in"] - writer["failed"]
 
 
 @pytest.mark.timeout(60)
-def test_interrupt_while_the_run_is_starting_stops_the_sources(fault_server, make_executor, clean_prices, dataset):
+def test_interrupt_while_the_run_is_starting_takes_no_item(fault_server, make_executor, clean_prices, dataset):
     server = fault_server()
     symbols = ["btc", "eth", "ltc"]
     tasks = plan(symbols, EXCHANGES, START, "2020-04-03")
@@ -200,9 +160,10 @@ def test_interrupt_while_the_run_is_starting_stops_the_sources(fault_server, mak
 
     assert report.exit_code == EXIT_INTERRUPTED
     done = check_accounting(report, tasks=tasks, dataset=dataset, database_url=clean_prices)
-    # Ctrl+C came before any symbol was taken: the source takes none, each is lost with the reason.
+    # Ctrl+C came before any symbol was taken: the source takes none, each is dead-lettered as interrupted.
     assert report.stage("Planner").items_in == 0, [(s.name, s.items_in, s.state) for s in report.stages]
     assert report.stage("Planner").lost == len(symbols)
+    assert done.kinds() == {"interrupted": len(symbols)}
     assert done.stored == set()
 
 

@@ -133,6 +133,18 @@ class DyingWriter(PostgresWorker):
         super().process_batch(items)
 
 
+class SlowWriter(PostgresWorker):
+    """A PostgresWorker that takes ``batch_delay`` seconds more per batch (a slow database), so rows queue up."""
+
+    def __init__(self, *, batch_delay: float, **params: Any) -> None:
+        super().__init__(**params)
+        self._delay = batch_delay
+
+    def process_batch(self, items: Any) -> None:
+        time.sleep(self._delay)
+        super().process_batch(items)
+
+
 class RecordingPlanner(TaskPlanner):
     """A TaskPlanner that records ``(time.monotonic(), symbol)`` in ``STARTED[log_name]`` as it starts each symbol."""
 
