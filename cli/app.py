@@ -20,8 +20,8 @@ from sqlalchemy.engine import make_url
 
 from cli.display import LiveView, render_summary
 from cli.price_server import PriceServerError, private_price_server
-from engine import PipelineConfigError, RunStartError, load_pipeline
-from engine.report import EXIT_CONFIG, EXIT_INTERRUPTED, EXIT_STAGE_DIED
+from engine import PipelineConfigError, RunStartError, check_pipeline, load_pipeline
+from engine.report import EXIT_CONFIG, EXIT_INTERRUPTED, EXIT_OK, EXIT_STAGE_DIED
 from engine.text import cut, describe
 from yaml_reader import YamlPipelineExecutor
 
@@ -67,6 +67,8 @@ def main(argv: list[str] | None = None) -> int:
             return _show_db()
         if args.psql:
             return _psql()
+        if args.check:
+            return _check(args.pipeline)
         return _run(args, console, live)
     except KeyboardInterrupt:  # before the pipeline started, or while it shut down
         print("interrupted", file=sys.stderr)
@@ -96,6 +98,10 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="say where the database is, how to open it with psql, and how many rows it holds")
     parser.add_argument("--psql", action="store_true",
                         help="open the database in psql (keeps the embedded PostgreSQL running meanwhile)")
+    parser.add_argument("--check", action="store_true",
+                        help="check the pipeline as a run would before it starts (the file, the workers' params, "
+                             "the price server and the database answer), print one line and exit 0 or 2; "
+                             "processes no item and makes no run directory")
     return parser.parse_args(argv)
 
 
@@ -152,6 +158,31 @@ def _run(args: argparse.Namespace, console: Console, live: bool) -> int:
             server.stop()
 
 
+def _check(option: str | None) -> int:
+    """``--check``: what a run checks before it starts, with the same price server and database; one line.
+
+    A private bundled price server is started, as a run would start one, when nothing
+    listens at ``PRICE_SERVER_URL``: the check then answers "would ``python main.py``
+    start?", and the price stage's own check runs against the server a run would use.
+    """
+    server = None
+    try:
+        path = _pipeline_path(option)
+        load_pipeline(path)  # a file that cannot run is reported before a server is started for it
+        server = _price_server_for(path)
+        config = load_pipeline(path, None if server is None else {**os.environ, "PRICE_SERVER_URL": server.url})
+        check_pipeline(config)
+    except (PipelineConfigError, PriceServerError, RunStartError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    finally:
+        if server is not None:
+            server.stop()
+    threads = sum(stage.instances for stage in config.stages)
+    print(f"{path}: OK ({len(config.stages)} stages, {threads} threads)")
+    return EXIT_OK
+
+
 def _price_server_for(path: Path) -> ServerProcess | None:
     """The private price server this run starts, or None (the pipeline needs none, or uses the configured one)."""
     try:
@@ -183,6 +214,9 @@ def _run_pipeline(
     except RunStartError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
+    except BaseException:
+        _print_run_dir(executor)  # whatever ended the run, say where what it left is
+        raise
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
@@ -192,7 +226,14 @@ def _run_pipeline(
         (executor.run_path / "report.json").write_text(json.dumps(report.to_dict(), indent=2) + "\n")
     except OSError as exc:  # the summary above has the figures; say the file is missing
         print(f"error: cannot write {executor.run_path / 'report.json'}: {exc.strerror or exc}", file=sys.stderr)
+    _print_run_dir(executor)
     return report.exit_code
+
+
+def _print_run_dir(executor: YamlPipelineExecutor) -> None:
+    """One line on stderr naming the run's directory, if the run made one (a run that could not start did not)."""
+    if executor.run_path is not None and executor.run_path.is_dir():
+        print(f"run directory: {executor.run_path}", file=sys.stderr, flush=True)
 
 
 def _handle_interrupts(executor: YamlPipelineExecutor) -> dict[int, Any]:
@@ -200,6 +241,7 @@ def _handle_interrupts(executor: YamlPipelineExecutor) -> dict[int, Any]:
 
     def interrupt(signum: int, frame: FrameType | None) -> None:
         if executor.interrupt() >= 3:
+            _print_run_dir(executor)
             os._exit(EXIT_INTERRUPTED)  # the user insists; writers have had two chances to flush
 
     previous: dict[int, Any] = {}
