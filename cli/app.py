@@ -232,8 +232,15 @@ def _run_pipeline(
 
 def _print_run_dir(executor: YamlPipelineExecutor) -> None:
     """One line on stderr naming the run's directory, if the run made one (a run that could not start did not)."""
+    line = _run_dir_line(executor)
+    if line:
+        print(line, file=sys.stderr, end="", flush=True)
+
+
+def _run_dir_line(executor: YamlPipelineExecutor) -> str | None:
     if executor.run_path is not None and executor.run_path.is_dir():
-        print(f"run directory: {executor.run_path}", file=sys.stderr, flush=True)
+        return f"run directory: {executor.run_path}\n"
+    return None
 
 
 def _handle_interrupts(executor: YamlPipelineExecutor) -> dict[int, Any]:
@@ -241,7 +248,9 @@ def _handle_interrupts(executor: YamlPipelineExecutor) -> dict[int, Any]:
 
     def interrupt(signum: int, frame: FrameType | None) -> None:
         if executor.interrupt() >= 3:
-            _print_run_dir(executor)
+            line = _run_dir_line(executor)
+            if line:  # os.write: print() here could meet the main thread inside a write to stderr
+                os.write(sys.stderr.fileno(), line.encode(errors="replace"))
             os._exit(EXIT_INTERRUPTED)  # the user insists; writers have had two chances to flush
 
     previous: dict[int, Any] = {}
