@@ -21,10 +21,10 @@ from sqlalchemy.engine import make_url
 
 from cli.display import LiveView, render_summary
 from cli.price_server import PriceServerError, private_price_server
-from engine import PipelineConfig, PipelineConfigError, RunReport, RunStartError, load_pipeline
+from engine import PipelineConfig, PipelineConfigError, RunReport, RunStartError, check_pipeline, load_pipeline
 from engine.config import MaxFailures
 from engine.replay import Replay, ReplayError, read_replay
-from engine.report import EXIT_CONFIG, EXIT_INTERRUPTED, EXIT_STAGE_DIED
+from engine.report import EXIT_CONFIG, EXIT_INTERRUPTED, EXIT_OK, EXIT_STAGE_DIED
 from engine.text import cut, describe
 from yaml_reader import YamlPipelineExecutor
 
@@ -74,6 +74,8 @@ def main(argv: list[str] | None = None) -> int:
             return _show_db()
         if args.psql:
             return _psql()
+        if args.check:
+            return _check(args.pipeline)
         return _run(args, console, live)
     except KeyboardInterrupt:  # before the pipeline started, or while it shut down
         print("interrupted", file=sys.stderr)
@@ -113,6 +115,10 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="say where the database is, how to open it with psql, and how many rows it holds")
     parser.add_argument("--psql", action="store_true",
                         help="open the database in psql (keeps the embedded PostgreSQL running meanwhile)")
+    parser.add_argument("--check", action="store_true",
+                        help="check the pipeline as a run would before it starts (the file, the workers' params, "
+                             "the price server and the database answer), print one line and exit 0 or 2; "
+                             "processes no item and makes no run directory")
     return parser.parse_args(argv)
 
 
@@ -178,6 +184,31 @@ def _run(args: argparse.Namespace, console: Console, live: bool) -> int:
             server.stop()
 
 
+def _check(option: str | None) -> int:
+    """``--check``: what a run checks before it starts, with the same price server and database; one line.
+
+    A private bundled price server is started, as a run would start one, when nothing
+    listens at ``PRICE_SERVER_URL``: the check then answers "would ``python main.py``
+    start?", and the price stage's own check runs against the server a run would use.
+    """
+    server = None
+    try:
+        path = _pipeline_path(option)
+        load_pipeline(path)  # a file that cannot run is reported before a server is started for it
+        server = _price_server_for(path)
+        config = load_pipeline(path, None if server is None else {**os.environ, "PRICE_SERVER_URL": server.url})
+        check_pipeline(config)
+    except (PipelineConfigError, PriceServerError, RunStartError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    finally:
+        if server is not None:
+            server.stop()
+    threads = sum(stage.instances for stage in config.stages)
+    print(f"{path}: OK ({len(config.stages)} stages, {threads} threads)")
+    return EXIT_OK
+
+
 def _price_server_for(path: Path) -> ServerProcess | None:
     """The private price server this run starts, or None (the pipeline needs none, or uses the configured one)."""
     try:
@@ -217,6 +248,9 @@ def _run_pipeline(
     except RunStartError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
+    except BaseException:
+        _print_run_dir(executor)  # whatever ended the run, say where what it left is
+        raise
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
@@ -226,6 +260,7 @@ def _run_pipeline(
     if report.interrupted and report.dead_letters:
         print(f"to run the items not started or failed again: python main.py --pipeline {path} "
               f"--replay {report.dead_letter_path}", file=sys.stderr)
+    _print_run_dir(executor)
     return report.exit_code
 
 
@@ -254,13 +289,28 @@ def _read_replay(path: str, config: PipelineConfig) -> Replay:
     return replay
 
 
+def _print_run_dir(executor: YamlPipelineExecutor) -> None:
+    """One line on stderr naming the run's directory, if the run made one (a run that could not start did not)."""
+    line = _run_dir_line(executor)
+    if line:
+        print(line, file=sys.stderr, end="", flush=True)
+
+
+def _run_dir_line(executor: YamlPipelineExecutor) -> str | None:
+    if executor.run_path is not None and executor.run_path.is_dir():
+        return f"run directory: {executor.run_path}\n"
+    return None
+
+
 def _handle_interrupts(executor: YamlPipelineExecutor) -> dict[int, Any]:
     """SIGINT and SIGTERM interrupt the run: gently, then fast, then at once."""
 
     def interrupt(signum: int, frame: FrameType | None) -> None:
         if executor.interrupt() >= 3:
-            # The user insists; writers have had two chances to flush. os.write: no lock to wait for.
-            os.write(2, b"interrupted a third time: exiting now; items in flight are not recorded\n")
+            # The user insists; writers have had two chances to flush. os.write: print() here could
+            # meet the main thread inside a write to stderr.
+            line = "interrupted a third time: exiting now; items in flight are not recorded\n"
+            os.write(2, (line + (_run_dir_line(executor) or "")).encode(errors="replace"))
             os._exit(EXIT_INTERRUPTED)
 
     previous: dict[int, Any] = {}

@@ -7,7 +7,7 @@ that follows the worker contract (see :mod:`engine.contract`).
 from engine.config import PipelineConfig, QueueConfig, StageConfig, load_pipeline
 from engine.contract import ItemsFailed
 from engine.errors import PipelineConfigError, RunStartError, StageSetupError
-from engine.executor import PipelineExecutor
+from engine.executor import PipelineExecutor, check_pipeline
 from engine.report import RunReport, StageReport, StageStatus
 
 __all__ = [
@@ -22,5 +22,6 @@ __all__ = [
     "StageReport",
     "StageSetupError",
     "StageStatus",
+    "check_pipeline",
     "load_pipeline",
 ]

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from engine.errors import PipelineConfigError
-from engine.text import describe, short_repr
+from engine.text import describe, one_line, short_repr
 from engine.yaml_source import MarkedDict, MarkedList, load_yaml
 
 DEFAULT_MAXSIZE = 1000
@@ -471,26 +471,39 @@ class _Reader:
             self.fail(key, "must be a non-empty string")
         return value.strip() if value is not None else None
 
-    def _number(self, key: str, default: Any, *, kinds: tuple[type, ...], test: Callable[[Any], bool], what: str) -> Any:
+    def _number(self, key: str, default: Any, *, integer: bool, test: Callable[[Any], bool], what: str) -> Any:
+        """The number at ``key`` (``default`` if absent), or a located one-line error.
+
+        A literal must be a YAML int (or, unless ``integer``, a float). A string made by
+        ``${VAR}`` expansion counts when its whole text is one (``7``, ``0.5``, ``1e3``),
+        read by the same rules and checked against the same limits.
+        """
         value = self.data.get(key)
         if value is None:
             return default
+        template = self.data.expanded_from(key)
+        if template is not None and isinstance(value, str):
+            number = _parse_number(value, integer)
+            if number is None or not test(number):
+                self.fail(key, f"must be {what}, not {short_repr(value)} (from {one_line(template, 100)})")
+            return number
+        kinds = (int,) if integer else (int, float)
         if isinstance(value, bool) or not isinstance(value, kinds) or not test(value):
             self.fail(key, f"must be {what}, not {short_repr(value)}")
         return value
 
     def positive_int(self, key: str, default: int) -> int:
-        return self._number(key, default, kinds=(int,), test=lambda v: v > 0, what="a positive integer")
+        return self._number(key, default, integer=True, test=lambda v: v > 0, what="a positive integer")
 
     def optional_positive_int(self, key: str) -> int | None:
-        return self._number(key, None, kinds=(int,), test=lambda v: v > 0, what="a positive integer")
+        return self._number(key, None, integer=True, test=lambda v: v > 0, what="a positive integer")
 
     def non_negative_int(self, key: str, default: int) -> int:
-        return self._number(key, default, kinds=(int,), test=lambda v: v >= 0, what="a whole number >= 0")
+        return self._number(key, default, integer=True, test=lambda v: v >= 0, what="a whole number >= 0")
 
     def positive_number(self, key: str, default: float) -> float:
         return float(
-            self._number(key, default, kinds=(int, float), test=lambda v: 0 < v < math.inf, what="a positive number")
+            self._number(key, default, integer=False, test=lambda v: 0 < v < math.inf, what="a positive number")
         )
 
     def max_failures(self, key: str) -> MaxFailures:
@@ -549,6 +562,22 @@ class _Reader:
             public = [n for n, v in vars(module).items() if inspect.isclass(v) and not n.startswith("_")]
             self.fail("class", f"module '{location}' has no class '{class_name}'{_suggest(class_name, public)}")
         return cls
+
+
+# The whole text of a ${VAR} value read as a number: ASCII digits only, no spaces, no
+# underscores, no inf/nan, no hex; an integer has no point or exponent.
+_INTEGER_TEXT = re.compile(r"[+-]?[0-9]+")
+_NUMBER_TEXT = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+
+
+def _parse_number(text: str, integer: bool) -> int | float | None:
+    """``text`` as an int (``integer``) or a float, or None if it is not entirely one."""
+    if not (_INTEGER_TEXT if integer else _NUMBER_TEXT).fullmatch(text):
+        return None
+    try:
+        return int(text) if integer else float(text)
+    except ValueError:  # Python refuses to read integers of more than 4,300 digits
+        return None
 
 
 def _plain(value: Any) -> Any:

@@ -231,15 +231,7 @@ class PipelineExecutor:
                 stage.stop("interrupted before it was processed", INTERRUPTED)
 
     def _prepare_stages(self) -> None:
-        for config in self.config.stages:
-            prepare = getattr(config.worker_class, "prepare_stage", None)
-            if prepare is None:
-                continue
-            try:
-                prepare(dict(config.params))
-            except (Exception, SystemExit) as exc:  # sys.exit() in a check must not end the caller
-                text = one_line(str(exc)) or type(exc).__name__
-                raise StageSetupError(f"stage {config.name} cannot start: {text}") from exc
+        check_pipeline(self.config)
 
     def _build(
         self, dead_letters: DeadLetterFile, wake: threading.Event, gate: threading.Event
@@ -371,6 +363,28 @@ def _replayed_sources(config: PipelineConfig, replay: Mapping[str, list[Any]]) -
         for stage in config.stages
     )
     return replace(config, stages=stages)
+
+
+def check_pipeline(config: PipelineConfig) -> None:
+    """Everything a run checks before it starts, without starting it.
+
+    Checks the config (:meth:`PipelineConfig.check`) and runs each stage's
+    ``prepare_stage(params)`` in order, as ``run()`` does first: no thread, run
+    directory or dead-letter file is made, and no item is processed. A worker's
+    check may reach the services it needs (ask a server whether it answers,
+    connect to a database). Raises :class:`PipelineConfigError` or, naming the
+    stage, :class:`StageSetupError`.
+    """
+    config.check()
+    for stage in config.stages:
+        prepare = getattr(stage.worker_class, "prepare_stage", None)
+        if prepare is None:
+            continue
+        try:
+            prepare(dict(stage.params))
+        except (Exception, SystemExit) as exc:  # sys.exit() in a check must not end the caller
+            text = one_line(str(exc)) or type(exc).__name__
+            raise StageSetupError(f"stage {stage.name} cannot start: {text}") from exc
 
 
 def _reserve_run_dir(root: Path, name: str) -> Path:

@@ -10,7 +10,10 @@ object is built) it may hold at most ``MAX_NODES`` values, counting every alias
 as the whole value it repeats, so an alias bomb ("billion laughs") is refused
 after a few thousand steps; and values nest at most ``MAX_DEPTH`` deep, aliases
 included. ``${VAR}`` values are plain text put into a string after parsing:
-they can never add YAML structure.
+they can never add YAML structure, and never become a number by themselves. A
+mapping remembers which of its values were expanded (:meth:`MarkedDict.expanded_from`),
+so a reader that expects a number may accept such a string when its whole text
+is one, and say which variable gave a bad one.
 """
 
 from __future__ import annotations
@@ -39,13 +42,18 @@ _ENV_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 
 class MarkedDict(dict):
-    """A dict that knows the line of the mapping and of each of its keys."""
+    """A dict that knows the line of the mapping and of each of its keys, and which values ``${VAR}`` made."""
 
     line: int = 0
     key_lines: dict[Any, int]
+    templates: dict[Any, str]  # key -> the value as written, for string values with a ${VAR} reference
 
     def line_of(self, key: Any) -> int:
         return self.key_lines.get(key, self.line)
+
+    def expanded_from(self, key: Any) -> str | None:
+        """The text as written (``${N:-20}``) if the value of ``key`` is a string made by ``${VAR}`` expansion."""
+        return self.templates.get(key)
 
 
 class MarkedList(list):
@@ -118,6 +126,7 @@ def _construct_mapping(loader: _Loader, node: yaml.MappingNode) -> MarkedDict:
     mapping = MarkedDict()
     mapping.line = _line(node)
     mapping.key_lines = {}
+    mapping.templates = {}
     written: set[Any] = set()  # keys the mapping itself writes; merged ones may be overridden
     for index, (key_node, value_node) in enumerate(node.value):
         key = loader.construct_object(key_node, deep=True)
@@ -130,7 +139,19 @@ def _construct_mapping(loader: _Loader, node: yaml.MappingNode) -> MarkedDict:
             written.add(key)
         mapping[key] = loader.construct_object(value_node, deep=True)
         mapping.key_lines[key] = _line(key_node)
+        mapping.templates.pop(key, None)  # a key written here overrides a merged one, template and all
+        if _is_expanded(value_node):
+            mapping.templates[key] = value_node.value
     return mapping
+
+
+def _is_expanded(node: yaml.Node) -> bool:
+    """Whether ``node`` is a string scalar whose text holds a ``${VAR}`` reference (expanded once built)."""
+    return (
+        isinstance(node, yaml.ScalarNode)
+        and node.tag == "tag:yaml.org,2002:str"
+        and _ENV_REFERENCE.search(node.value) is not None
+    )
 
 
 def _construct_sequence(loader: _Loader, node: yaml.SequenceNode) -> MarkedList:

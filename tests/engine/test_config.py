@@ -173,3 +173,92 @@ def test_top_level_problems(tmp_path, text, fragment):
 def test_missing_file(tmp_path):
     with pytest.raises(PipelineConfigError, match="nope.yaml: pipeline file not found"):
         load_pipeline(tmp_path / "nope.yaml")
+
+
+# Every numeric key, written as a variable (quoted or not, with or without a default).
+NUMERIC_FROM_VARIABLES = """\
+monitor_interval: ${INTERVAL}
+queues:
+  - name: Numbers
+    maxsize: "${MAXSIZE}"
+workers:
+  - name: Source
+    location: tests.engine.workers
+    class: Range
+    instances: ${PRICE_THREADS:-20}
+    input_values: [[0, 10]]
+    output_queues: Numbers
+    params: {tag: "${BATCH}"}
+  - name: Writer
+    location: tests.engine.workers
+    class: BatchCollect
+    input_queue: Numbers
+    batch_size: ${BATCH}
+    batch_timeout: ${TIMEOUT}
+    max_restarts: ${RESTARTS}
+    params: {key: "${KEY}"}
+"""
+NUMERIC_ENV = {"INTERVAL": "0.25", "MAXSIZE": "40", "BATCH": "8", "TIMEOUT": "1e-1", "RESTARTS": "0", "KEY": "7"}
+
+
+def test_numeric_keys_read_variables(tmp_path):
+    config = load_pipeline(_write(tmp_path, NUMERIC_FROM_VARIABLES), env={**NUMERIC_ENV, "PRICE_THREADS": "7"})
+    source, writer = config.stages
+    assert source.instances == 7 and config.queues["Numbers"].maxsize == 40
+    assert writer.batch_size == 8 and writer.batch_timeout == 0.1 and writer.max_restarts == 0
+    assert config.monitor_interval == 0.25
+    # Worker params stay as the YAML gives them: text from a variable is text.
+    assert source.params == {"tag": "8"} and writer.params == {"key": "7"}
+    # The default applies when the variable is unset or empty, as in a shell.
+    for env in (NUMERIC_ENV, {**NUMERIC_ENV, "PRICE_THREADS": ""}):
+        assert load_pipeline(_write(tmp_path, NUMERIC_FROM_VARIABLES), env=env).stages[0].instances == 20
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "line", "fragment"),
+    [
+        ("PRICE_THREADS", "seven", 9, "workers[0] (Source).instances: must be a positive integer, not 'seven' (from ${PRICE_THREADS:-20})"),
+        ("PRICE_THREADS", "-1", 9, "instances: must be a positive integer, not '-1' (from ${PRICE_THREADS:-20})"),
+        ("PRICE_THREADS", "0", 9, "instances: must be a positive integer, not '0'"),
+        ("PRICE_THREADS", "1e3", 9, "instances: must be a positive integer, not '1e3'"),
+        ("PRICE_THREADS", "7; rm -rf /", 9, "instances: must be a positive integer, not '7; rm -rf /'"),
+        ("PRICE_THREADS", " 7", 9, "instances: must be a positive integer, not ' 7'"),
+        ("PRICE_THREADS", "0x10", 9, "instances: must be a positive integer, not '0x10'"),
+        ("PRICE_THREADS", "1_000", 9, "instances: must be a positive integer, not '1_000'"),
+        ("PRICE_THREADS", "\u0667", 9, "instances: must be a positive integer, not"),  # an Arabic-Indic 7
+        ("PRICE_THREADS", "10001", 9, "stage Source.instances: must be from 1 to 10,000 (threads in this stage), not 10001"),
+        ("PRICE_THREADS", "9" * 5000, 9, "instances: must be a positive integer, not '999"),
+        ("MAXSIZE", "", 4, "queues[0] (Numbers).maxsize: must be a positive integer, not '' (from ${MAXSIZE})"),
+        ("BATCH", "2.5", 17, "batch_size: must be a positive integer, not '2.5' (from ${BATCH})"),
+        ("RESTARTS", "-1", 19, "max_restarts: must be a whole number >= 0, not '-1' (from ${RESTARTS})"),
+        ("TIMEOUT", "0", 18, "batch_timeout: must be a positive number, not '0' (from ${TIMEOUT})"),
+        ("TIMEOUT", "1e999", 18, "batch_timeout: must be a positive number, not '1e999'"),
+        ("TIMEOUT", "inf", 18, "batch_timeout: must be a positive number, not 'inf'"),
+        ("INTERVAL", "nan", 1, "monitor_interval: must be a positive number, not 'nan' (from ${INTERVAL})"),
+    ],
+)
+def test_a_bad_number_from_a_variable_names_the_key_the_value_and_the_variable(tmp_path, variable, value, line, fragment):
+    path = _write(tmp_path, NUMERIC_FROM_VARIABLES)
+    with pytest.raises(PipelineConfigError) as caught:
+        load_pipeline(path, env={**NUMERIC_ENV, variable: value})
+    message = str(caught.value)
+    assert "\n" not in message and len(message) < 700
+    assert message.startswith(f"{path}:{line}: "), message
+    assert fragment in message, message
+
+
+def test_a_literal_string_is_still_not_a_number(tmp_path):
+    # Only a variable's text is read as a number: a quoted literal is a mistake worth naming.
+    path = _write(tmp_path, GOOD.replace("    instances: 20\n", '    instances: "20"\n'))
+    with pytest.raises(PipelineConfigError, match=r"instances: must be a positive integer, not '20'$"):
+        load_pipeline(path, env={})
+
+
+def test_a_merged_number_from_a_variable_reads_as_one_until_overridden(tmp_path):
+    merged = "    <<: {instances: '${N}'}\n"
+    text = NUMERIC_FROM_VARIABLES.replace("    instances: ${PRICE_THREADS:-20}\n", merged)
+    assert load_pipeline(_write(tmp_path, text), env={**NUMERIC_ENV, "N": "5"}).stages[0].instances == 5
+    # The key written in the mapping wins, with its own kind: a quoted literal is not a number.
+    text = NUMERIC_FROM_VARIABLES.replace("    instances: ${PRICE_THREADS:-20}\n", merged + '    instances: "3"\n')
+    with pytest.raises(PipelineConfigError, match=r"instances: must be a positive integer, not '3'$"):
+        load_pipeline(_write(tmp_path, text), env={**NUMERIC_ENV, "N": "5"})

@@ -171,10 +171,11 @@ def test_pipeline_names_that_could_escape_the_run_directory_are_refused(tmp_path
 
 
 def test_a_variable_cannot_inject_structure_or_bypass_a_limit(tmp_path):
-    # The value is text put into a string after parsing: never a mapping, never an int.
+    # The value is text put into a string after parsing: never a mapping. A numeric key reads
+    # it as a number and holds it to the same limits as a literal.
     text = 'name: "${NAME}"\n' + GOOD.replace("class: Collect,", 'class: Collect, instances: "${N}",')
     message, path = _refused(tmp_path, text, env={"NAME": "ok", "N": "1000000"})
-    assert "instances: must be a positive integer, not '1000000'" in message
+    assert "instances: must be from 1 to 10,000 (threads in this stage), not 1000000" in message
     message, path = _refused(tmp_path, 'name: "${NAME}"\n' + GOOD, env={"NAME": "../../x\n  evil: {a: 1}"})
     assert "the pipeline name" in message and "path separator" in message
     message, path = _refused(tmp_path, 'name: "${A}${A}"\n' + GOOD, env={"A": "x" * 600_000})
