@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any
@@ -173,7 +174,7 @@ def _run_pipeline(
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
 
-    previous = _handle_interrupts(executor)
+    previous = _handle_interrupts(executor, view.interrupted if view else None)
     try:
         if view is not None:
             with view:
@@ -195,12 +196,15 @@ def _run_pipeline(
     return report.exit_code
 
 
-def _handle_interrupts(executor: YamlPipelineExecutor) -> dict[int, Any]:
-    """SIGINT and SIGTERM interrupt the run: gently, then fast, then at once."""
+def _handle_interrupts(executor: YamlPipelineExecutor, on_interrupt: Callable[[int], None] | None) -> dict[int, Any]:
+    """SIGINT and SIGTERM interrupt the run: gently, then fast, then at once. ``on_interrupt`` hears the count."""
 
     def interrupt(signum: int, frame: FrameType | None) -> None:
-        if executor.interrupt() >= 3:
+        count = executor.interrupt()
+        if count >= 3:
             os._exit(EXIT_INTERRUPTED)  # the user insists; writers have had two chances to flush
+        if on_interrupt is not None:
+            on_interrupt(count)
 
     previous: dict[int, Any] = {}
     for signum in (signal.SIGINT, signal.SIGTERM):
