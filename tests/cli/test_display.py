@@ -2,13 +2,28 @@
 
 from __future__ import annotations
 
+import fcntl
+import os
+import pty
+import re
+import select
+import signal
+import struct
+import subprocess
+import sys
+import termios
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import pytest
 from rich.console import Console
 
 from cli.display import LiveView, render_summary
 from engine import RunReport, StageReport, StageStatus
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _text(renderable) -> str:
@@ -197,3 +212,59 @@ def test_summary_shows_requests_retries_status_codes_and_latency_per_stage():
 
 def test_summary_shows_only_the_figures_the_report_holds():
     assert "requests and queues" not in _text(render_summary(_report(0, None), "wiki_crypto"))
+
+
+def _screen_text(raw: bytes) -> str:
+    """What a terminal showed, as plain text: escape sequences dropped."""
+    return re.sub(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b\][^\x07]*\x07|\r", "", raw.decode("utf-8", "replace"))
+
+
+def _read_until(master: int, raw: bytearray, done: Callable[[str], bool], timeout: float) -> bool:
+    """Read the terminal into ``raw`` until ``done(text so far)`` or the child closes it or time runs out."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if done(_screen_text(bytes(raw))):
+            return True
+        ready, _, _ = select.select([master], [], [], 0.1)
+        if ready:
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:  # the child has ended and closed the terminal
+                return done(_screen_text(bytes(raw)))
+            if not chunk:
+                return done(_screen_text(bytes(raw)))
+            raw.extend(chunk)
+    return False
+
+
+@pytest.mark.slow
+def test_main_in_a_terminal_shows_the_live_table_and_the_stopping_state(tmp_path, start_price_server):
+    server = start_price_server(sleep=0.2)  # 300 requests over 20 threads: about 3 s of work
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 160, 0, 0))
+    env = {k: v for k, v in os.environ.items() if k not in ("PIPELINE_LOCATION", "POSTGRES_HOST", "COLUMNS", "LINES")}
+    env.update(PRICE_SERVER_URL=server.url, DATABASE_URL=f"sqlite:///{tmp_path / 'prices.db'}", TERM="xterm")
+    process = subprocess.Popen(
+        [sys.executable, str(REPO / "main.py"), "--pipeline", str(REPO / "pipelines/wiki_crypto_pipeline.yaml"),
+         "--run-dir", str(tmp_path / "runs")],
+        cwd=tmp_path, env=env, stdin=slave, stdout=slave, stderr=slave, close_fds=True,
+    )
+    os.close(slave)
+    raw = bytearray()
+    try:
+        live = _read_until(master, raw, lambda text: "PriceWorker" in text and "/100" in text, 60)
+        frame = _screen_text(bytes(raw))
+        assert live, frame
+        for column in ("threads", "in flight", "queue", "done", "%", "items/s", "ETA", "retries", "errors"):
+            assert f" {column} " in frame, (column, frame)
+        assert "elapsed 0:0" in frame and "/1000" in frame  # SymbolQueue's maxsize
+        process.send_signal(signal.SIGINT)
+        assert _read_until(master, raw, lambda text: "stopping: " in text, 30), _screen_text(bytes(raw))
+        _read_until(master, raw, lambda text: "exit code" in text, 60)
+        assert process.wait(timeout=30) == 130
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        os.close(master)
+    assert re.search(r"stopping: \d+ in flight, \d+ queued", _screen_text(bytes(raw)))
