@@ -80,6 +80,7 @@ class LiveView:
             queued = sum(s.queue_depth for s in running)
             how = "stopping" if self._interrupts == 1 else "stopping fast"
             return Text(f"{self._title}  {how}: {in_flight} in flight, {queued} queued  {elapsed}", style="yellow")
+        # The run's ETA is that of its slowest stage whose total is known (later stages follow it closely).
         etas = [row.eta for s, row in zip(statuses, rows) if s.state == "running" and s.expected is not None]
         eta = _UNKNOWN if not etas or None in etas else _duration(max(e for e in etas if e is not None))
         return Text(f"{self._title}  {elapsed}  ETA {eta}")
@@ -114,12 +115,13 @@ class _StageTrack:
             remaining = max(s.expected - s.done, 0)
             eta = 0.0 if remaining == 0 else (remaining / rate if rate > 0 else None)
         errors = s.failed + s.lost
-        retries = s.counters.get("http.retries")
+        new_errors = self._errors.add(now, errors)
+        retries = s.counters.get("http.retries")  # absent for stages that make no HTTP requests
         return _Row(
             rate=rate,
             eta=eta,
             retries="" if retries is None else _with_change(int(retries), self._retries.add(now, int(retries))),
-            errors=_with_change(errors, self._errors.add(now, errors)) if errors else "",
+            errors=_with_change(errors, new_errors) if errors else "",
         )
 
 
