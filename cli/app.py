@@ -10,6 +10,7 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any
@@ -238,7 +239,7 @@ def _run_pipeline(
 
     for line in replay.describe() if replay else ():
         log.info("%s", line)
-    previous = _handle_interrupts(executor)
+    previous = _handle_interrupts(executor, view.interrupted if view else None)
     try:
         if view is not None:
             with view:
@@ -302,16 +303,19 @@ def _run_dir_line(executor: YamlPipelineExecutor) -> str | None:
     return None
 
 
-def _handle_interrupts(executor: YamlPipelineExecutor) -> dict[int, Any]:
-    """SIGINT and SIGTERM interrupt the run: gently, then fast, then at once."""
+def _handle_interrupts(executor: YamlPipelineExecutor, on_interrupt: Callable[[int], None] | None) -> dict[int, Any]:
+    """SIGINT and SIGTERM interrupt the run: gently, then fast, then at once. ``on_interrupt`` hears the count."""
 
     def interrupt(signum: int, frame: FrameType | None) -> None:
-        if executor.interrupt() >= 3:
+        count = executor.interrupt()
+        if count >= 3:
             # The user insists; writers have had two chances to flush. os.write: print() here could
             # meet the main thread inside a write to stderr.
             line = "interrupted a third time: exiting now; items in flight are not recorded\n"
             os.write(2, (line + (_run_dir_line(executor) or "")).encode(errors="replace"))
             os._exit(EXIT_INTERRUPTED)
+        if on_interrupt is not None:
+            on_interrupt(count)
 
     previous: dict[int, Any] = {}
     for signum in (signal.SIGINT, signal.SIGTERM):

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from types import TracebackType
+from typing import Any
 
 from rich.console import Console, Group
 from rich.live import Live
@@ -12,46 +17,175 @@ from rich.table import Table
 from rich.text import Text
 
 from engine import RunReport, StageStatus
+from engine.monitor import percent, queue_text
 from engine.report import EXIT_FAILURES, EXIT_INTERRUPTED, EXIT_OK, describe_failures
 
 _STATE_STYLE = {"running": "cyan", "done": "green", "stopped": "yellow", "died": "bold red"}
 
+RECENT_SECONDS = 10.0  # the smoothed rate and the "(+n)" changes look back about this far
+_RATE_TIME_CONSTANT = RECENT_SECONDS / 2  # older seconds weigh e^(-age/5): a tenth of a weight after ~10 s
+_UNKNOWN = "–"
+
 
 class LiveView:
-    """A rich Live table of stage statuses, redrawn each time the monitor reports.
+    """A rich Live table of the stages, redrawn each time the monitor reports.
+
+    It shows the elapsed time and an ETA, and per stage the threads, items in flight,
+    queue depth against its maxsize, done/total and %, a smoothed rate, and retries and
+    errors with their change over the last ``RECENT_SECONDS``. After ``interrupted()``
+    the title says what is left to finish instead of the ETA.
 
     ``update`` is called from the monitor thread only; rich's Live redraws safely from there.
     """
 
-    def __init__(self, console: Console, title: str) -> None:
+    def __init__(self, console: Console, title: str, clock: Callable[[], float] = time.monotonic) -> None:
         self._title = title
+        self._clock = clock
+        self._started = clock()
+        self._stages: dict[str, _StageTrack] = {}
+        self._interrupts = 0
         self._live = Live(Text(f"{title}: starting..."), console=console, transient=True, auto_refresh=False)
 
     def __enter__(self) -> "LiveView":
+        self._started = self._clock()
         self._live.__enter__()
         return self
 
     def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, tb: TracebackType | None) -> None:
         self._live.__exit__(kind, error, tb)
 
+    def interrupted(self, count: int) -> None:
+        """The run was asked to stop ``count`` times so far; safe to call from a signal handler (no drawing)."""
+        self._interrupts = count
+
     def update(self, statuses: list[StageStatus]) -> None:
-        self._live.update(render_statuses(self._title, statuses), refresh=True)
+        self._live.update(self.render(statuses), refresh=True)
+
+    def render(self, statuses: Sequence[StageStatus]) -> Group:
+        """Take in one status report and return the view of it (``update`` without drawing)."""
+        now = self._clock()
+        rows = []
+        for s in statuses:
+            track = self._stages.get(s.name)
+            if track is None:
+                track = self._stages[s.name] = _StageTrack(self._started)
+            rows.append(track.observe(s, now))
+        return _render(self._headline(statuses, rows, now), statuses, rows)
+
+    def _headline(self, statuses: Sequence[StageStatus], rows: list["_Row"], now: float) -> Text:
+        elapsed = f"elapsed {_duration(now - self._started)}"
+        if self._interrupts:
+            running = [s for s in statuses if s.state == "running"]
+            in_flight = sum(s.busy for s in running)
+            queued = sum(s.queue_depth for s in running)
+            how = "stopping" if self._interrupts == 1 else "stopping fast"
+            return Text(f"{self._title}  {how}: {in_flight} in flight, {queued} queued  {elapsed}", style="yellow")
+        # The run's ETA is that of its slowest stage whose total is known (later stages follow it closely).
+        etas = [row.eta for s, row in zip(statuses, rows) if s.state == "running" and s.expected is not None]
+        eta = _UNKNOWN if not etas or None in etas else _duration(max(e for e in etas if e is not None))
+        return Text(f"{self._title}  {elapsed}  ETA {eta}")
 
 
-def render_statuses(title: str, statuses: Sequence[StageStatus]) -> Group:
+@dataclass(frozen=True)
+class _Row:
+    """What the view works out for one stage from its status and what came before."""
+
+    rate: float | None  # items finished per second, smoothed; None before any time has passed
+    eta: float | None  # seconds left for this stage, if its total and a rate are known
+    retries: str
+    errors: str
+
+
+class _StageTrack:
+    """One stage across status reports: its smoothed rate and its recent retries and errors."""
+
+    def __init__(self, started: float) -> None:
+        self._rate = _SmoothedRate()
+        self._last_done = 0
+        self._last_time = started
+        self._retries = _RecentChange(started)
+        self._errors = _RecentChange(started)
+
+    def observe(self, s: StageStatus, now: float) -> _Row:
+        self._rate.add(s.done - self._last_done, now - self._last_time)
+        self._last_done, self._last_time = s.done, now
+        rate = self._rate.rate
+        eta = None
+        if s.expected is not None and rate is not None:
+            remaining = max(s.expected - s.done, 0)
+            eta = 0.0 if remaining == 0 else (remaining / rate if rate > 0 else None)
+        errors = s.failed + s.lost
+        new_errors = self._errors.add(now, errors)
+        retries = s.counters.get("http.retries")  # absent for stages that make no HTTP requests
+        return _Row(
+            rate=rate,
+            eta=eta,
+            retries="" if retries is None else _with_change(int(retries), self._retries.add(now, int(retries))),
+            errors=_with_change(errors, new_errors) if errors else "",
+        )
+
+
+class _SmoothedRate:
+    """Items per second, exponentially weighted by age: the last few seconds count most.
+
+    Items and seconds decay alike, so the first reports give a plain average and a
+    report that comes late or early weighs by how long it covers.
+    """
+
+    def __init__(self) -> None:
+        self._items = 0.0
+        self._seconds = 0.0
+
+    def add(self, items: int, seconds: float) -> None:
+        if seconds <= 0:
+            return
+        decay = math.exp(-seconds / _RATE_TIME_CONSTANT)
+        self._items = self._items * decay + items
+        self._seconds = self._seconds * decay + seconds
+
+    @property
+    def rate(self) -> float | None:
+        return self._items / self._seconds if self._seconds > 0 else None
+
+
+class _RecentChange:
+    """How much a running total (which starts at 0) grew over the last ``RECENT_SECONDS``."""
+
+    def __init__(self, started: float) -> None:
+        self._samples: deque[tuple[float, int]] = deque([(started, 0)])
+
+    def add(self, now: float, total: int) -> int:
+        self._samples.append((now, total))
+        # Keep the newest sample at least RECENT_SECONDS old as the baseline.
+        while len(self._samples) > 1 and self._samples[1][0] <= now - RECENT_SECONDS:
+            self._samples.popleft()
+        return total - self._samples[0][1]
+
+
+def _with_change(total: int, change: int) -> str:
+    return f"{total} (+{change})" if change > 0 else str(total)
+
+
+def _render(headline: Text, statuses: Sequence[StageStatus], rows: Sequence[_Row]) -> Group:
     """The live table: one row per stage, and an overall bar once the total is known."""
-    table = Table(title=title, title_justify="left", expand=False)
-    for column in ("stage", "threads", "queue", "done", "failed", "lost", "items/s", "progress"):
+    table = Table(title=headline, title_justify="left", expand=False)
+    columns = ("stage", "threads", "in flight", "queue", "done", "%", "items/s", "ETA", "retries", "errors", "progress")
+    for column in columns:
         table.add_column(column, justify="left" if column in ("stage", "progress") else "right")
-    for s in statuses:
+    for s, row in zip(statuses, rows):
+        running = s.state == "running"
+        queue = queue_text(s)
         table.add_row(
             Text(s.name, style=_STATE_STYLE.get(s.state, "")),
             f"{s.alive}/{s.instances}",
-            str(s.queue_depth),
-            str(s.done),
-            str(s.failed) if s.failed else "",
-            str(s.lost) if s.lost else "",
-            f"{s.rate:,.1f}",
+            str(s.busy) if s.busy else "",
+            Text(queue, style="bold red" if queue.endswith("full") else ""),
+            str(s.done) if s.expected is None else f"{s.done}/{s.expected}",
+            "" if s.expected is None else f"{percent(s.done, s.expected)}%",
+            "" if not running else _UNKNOWN if row.rate is None else f"{row.rate:,.1f}",
+            "" if not running or s.expected is None else _UNKNOWN if row.eta is None else _duration(row.eta),
+            row.retries,
+            Text(row.errors, style="red") if row.errors else "",
             _bar(s.done, s.expected),
         )
     last = statuses[-1] if statuses else None
@@ -59,8 +193,15 @@ def render_statuses(title: str, statuses: Sequence[StageStatus]) -> Group:
         return Group(table)
     overall = Table.grid(padding=(0, 1))
     overall.add_row("overall", ProgressBar(total=max(last.expected, 1), completed=last.done, width=40),
-                    f"{last.done}/{last.expected}")
+                    f"{last.done}/{last.expected} ({percent(last.done, last.expected)}%)")
     return Group(table, overall)
+
+
+def _duration(seconds: float) -> str:
+    """``m:ss``, or ``h:mm:ss`` from an hour on."""
+    minutes, secs = divmod(int(round(seconds)), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
 
 
 def _bar(done: int, expected: int | None) -> ProgressBar | str:
@@ -77,7 +218,8 @@ def render_summary(report: RunReport, pipeline: str) -> Group:
     for column in ("stage", "state", "in", "out", "failed", "lost", "seconds", "errors", "other"):
         table.add_column(column, justify="left" if column in ("stage", "state", "errors", "other") else "right")
     for s in report.stages:
-        other = ", ".join(f"{name} {count}" for name, count in sorted(s.counters.items()))
+        other = ", ".join(f"{name} {count}" for name, count in sorted(s.counters.items())
+                          if not name.startswith(_HTTP))  # those have a table of their own
         if s.restarts:
             other = ", ".join(filter(None, [other, f"restarts {s.restarts}"]))
         table.add_row(
@@ -85,6 +227,9 @@ def render_summary(report: RunReport, pipeline: str) -> Group:
             str(s.failed), str(s.lost), f"{s.seconds:.1f}", describe_failures(s.errors, 0), other,
         )
     lines: list[Text | Table] = [table]
+    stats = _stats_table(report)
+    if stats is not None:
+        lines.append(stats)
     rows = sum(s.counters.get("rows_written", 0) for s in report.stages)
     if rows:
         lines.append(Text(f"rows written: {rows} (look at them: python main.py --show-db)"))
@@ -97,3 +242,81 @@ def render_summary(report: RunReport, pipeline: str) -> Group:
         style = "yellow" if report.exit_code in (EXIT_INTERRUPTED, EXIT_FAILURES) else "bold red"
         lines.append(Text(f"{report.reason} (exit code {report.exit_code})", style=style))
     return Group(*lines)
+
+
+_HTTP = "http."
+_QUANTILES = ("p50", "p95", "p99")
+
+
+def _stats_table(report: RunReport) -> Table | None:
+    """Per stage: HTTP requests, retries (by reason), responses by status code, latency quantiles and
+    peak queue depth; a column only for the figures the report holds, and no table if it holds none."""
+    stages = report.to_dict().get("stages", [])
+    figures = [(stage.get("name", "?"), _stage_figures(stage)) for stage in stages]
+    columns = [c for c in ("requests", "retries", "status codes", *_QUANTILES, "peak queue")
+               if any(c in found for _, found in figures)]
+    if not columns:
+        return None
+    table = Table(title="requests and queues", title_justify="left")
+    table.add_column("stage")
+    for column in columns:
+        table.add_column(column, justify="left" if column in ("retries", "status codes") else "right")
+    for name, found in figures:
+        table.add_row(name, *(found.get(c, "") for c in columns))
+    return table
+
+
+def _stage_figures(stage: dict[str, Any]) -> dict[str, str]:
+    """The figures of one stage of ``report.to_dict()`` as text, by column; read defensively, since
+    they may sit on the stage itself or among its counters, as maps or as flat ``a.b.c`` keys."""
+    counters = stage.get("counters") if isinstance(stage.get("counters"), dict) else {}
+    found: dict[str, str] = {}
+    requests = _figure(stage, counters, "http.requests")
+    if isinstance(requests, (int, float)):
+        found["requests"] = f"{int(requests):,}"
+    retries = _figure(stage, counters, "http.retries")
+    reasons = _sub_keys(stage, counters, "http.retries")
+    if isinstance(retries, dict):
+        reasons, retries = retries, sum(v for v in retries.values() if isinstance(v, (int, float)))
+    if isinstance(retries, (int, float)) or reasons:
+        total = int(retries) if isinstance(retries, (int, float)) else int(sum(reasons.values()))
+        by_reason = ", ".join(f"{reason} {int(n)}" for reason, n in sorted(reasons.items()) if n)
+        found["retries"] = f"{total} ({by_reason})" if by_reason else str(total)
+    codes = _figure(stage, counters, "http.status")
+    codes = codes if isinstance(codes, dict) else _sub_keys(stage, counters, "http.status")
+    if codes:
+        found["status codes"] = ", ".join(f"{code}: {int(n)}" for code, n in sorted(codes.items()))
+    found.update(_latencies(stage, counters))
+    peak = _figure(stage, counters, "queue_peak")
+    if isinstance(peak, (int, float)):
+        found["peak queue"] = str(int(peak))
+    return found
+
+
+def _figure(stage: dict[str, Any], counters: dict[str, Any], key: str) -> Any:
+    return stage[key] if key in stage else counters.get(key)
+
+
+def _sub_keys(stage: dict[str, Any], counters: dict[str, Any], prefix: str) -> dict[str, float]:
+    """``{"5xx": 3}`` from flat keys such as ``http.retries.5xx: 3``."""
+    return {key[len(prefix) + 1:]: value for source in (counters, stage) for key, value in source.items()
+            if key.startswith(prefix + ".") and isinstance(value, (int, float))}
+
+
+def _latencies(stage: dict[str, Any], counters: dict[str, Any]) -> dict[str, str]:
+    """p50/p95/p99 from any latency map (``{"p50": 0.01, ...}``) or flat key (``http.latency.p50``).
+
+    Seconds unless the key says ``ms``; shown in milliseconds."""
+    found: dict[str, str] = {}
+    for source in (counters, stage):
+        for key, value in source.items():
+            if "latency" not in key:
+                continue
+            entries = value.items() if isinstance(value, dict) else [(key, value)]
+            for name, seconds in entries:
+                quantile = next((q for q in _QUANTILES if str(name).endswith(q)), None)
+                if quantile is None or not isinstance(seconds, (int, float)):
+                    continue
+                ms = seconds if "ms" in key else seconds * 1000
+                found[quantile] = f"{ms:,.0f} ms" if ms >= 10 else f"{ms:.1f} ms"
+    return found

@@ -49,6 +49,7 @@ class Monitor(threading.Thread):
         self._on_status = on_status
         self._last_counts = {s.name: 0 for s in self.stages}
         self._last_time = time.monotonic()
+        self._queue_peaks = {s.name: 0 for s in self.stages}  # deepest input queue seen, by stage
 
     def run(self) -> None:
         try:
@@ -70,6 +71,7 @@ class Monitor(threading.Thread):
         now = time.monotonic()
         elapsed = max(now - self._last_time, 1e-9)
         result = []
+        self._sample_queues()
         for stage in self.stages:
             items_in = stage.items_in
             result.append(
@@ -86,6 +88,9 @@ class Monitor(threading.Thread):
                     expected=_expected(stage),
                     state=stage.state,
                     busy=stage.busy,
+                    queue_maxsize=stage.input.queue.maxsize,
+                    queue_peak=self._queue_peaks[stage.name],
+                    counters=dict(stage.counters()),
                 )
             )
             self._last_counts[stage.name] = items_in
@@ -110,6 +115,7 @@ class Monitor(threading.Thread):
                 next_status = time.monotonic() + self._interval
 
     def _tick(self) -> None:
+        self._sample_queues()
         for stage in self.stages:
             was_dead = stage.dead_reason is not None
             stage.supervise()
@@ -119,6 +125,12 @@ class Monitor(threading.Thread):
         self._drain_abandoned()
         for stage_queue in self.queues:
             self._send_pills(stage_queue)
+
+    def _sample_queues(self) -> None:
+        for stage in self.stages:
+            depth = stage.input.queue.qsize()
+            if depth > self._queue_peaks[stage.name]:
+                self._queue_peaks[stage.name] = depth
 
     def _stop_upstream(self, stage: Stage, reason: str) -> None:
         # Producers feeding a dead stage would only fill a queue nobody reads.
@@ -182,9 +194,36 @@ def _expected(stage: Stage) -> int | None:
 
 
 def log_statuses(statuses: list[StageStatus]) -> None:
-    """The default status callback: one log line per stage."""
+    """The default status callback: one compact log line per stage.
+
+    For example ``PriceWorker: done 40/100 (40%), 3 in flight, queue 10/10 full, 12.5/s, 2 failed, 4/4 threads``.
+    """
     for s in statuses:
+        errors = s.failed + s.lost
         log.info(
-            "%s: %d/%d threads, queue %d, in %d, out %d, failed %d, lost %d, %.1f/s",
-            s.name, s.alive, s.instances, s.queue_depth, s.items_in, s.items_out, s.failed, s.lost, s.rate,
+            "%s: done %s, %d in flight, queue %s, %.1f/s%s, %d/%d threads",
+            s.name, progress_text(s), s.busy, queue_text(s), s.rate,
+            f", {errors} failed or lost" if errors else "", s.alive, s.instances,
         )
+
+
+def progress_text(status: StageStatus) -> str:
+    """``done/total (pct%)`` once the total is known, else just ``done``."""
+    if status.expected is None:
+        return str(status.done)
+    return f"{status.done}/{status.expected} ({percent(status.done, status.expected)}%)"
+
+
+def percent(done: int, expected: int) -> int:
+    """Whole percent done, never 100 before everything is (nor above it); an empty total is 100%."""
+    if expected <= 0 or done >= expected:
+        return 100
+    return min(int(100 * done / expected), 99)
+
+
+def queue_text(status: StageStatus) -> str:
+    """``depth/maxsize``, with ``full`` once the queue holds ``maxsize`` items; just ``depth`` if unbounded."""
+    if status.queue_maxsize <= 0:
+        return str(status.queue_depth)
+    full = " full" if status.queue_depth >= status.queue_maxsize else ""
+    return f"{status.queue_depth}/{status.queue_maxsize}{full}"

@@ -47,6 +47,9 @@ class StageStatus:
     expected: int | None  # items the stage will take in all, once every producer is done
     state: str  # running, done, stopped or died
     busy: int = 0  # items taken but not yet finished
+    queue_maxsize: int = 0  # maxsize of the stage's input queue (0 = unbounded)
+    queue_peak: int = 0  # the deepest the input queue has been so far (sampled by the monitor)
+    counters: dict[str, float] = field(default_factory=dict)  # live sum of the stage's worker counters
 
     @property
     def done(self) -> int:
