@@ -231,7 +231,8 @@ class PipelineExecutor:
                 stage.stop("interrupted before it was processed", INTERRUPTED)
 
     def _prepare_stages(self) -> None:
-        check_pipeline(self.config)
+        # The config was checked when this executor was made; a replay's sources may have no values.
+        _prepare_stages(self.config)
 
     def _build(
         self, dead_letters: DeadLetterFile, wake: threading.Event, gate: threading.Event
@@ -376,6 +377,11 @@ def check_pipeline(config: PipelineConfig) -> None:
     stage, :class:`StageSetupError`.
     """
     config.check()
+    _prepare_stages(config)
+
+
+def _prepare_stages(config: PipelineConfig) -> None:
+    """Run each stage's ``prepare_stage(params)``; :class:`StageSetupError` names the stage that refused."""
     for stage in config.stages:
         prepare = getattr(stage.worker_class, "prepare_stage", None)
         if prepare is None:
