@@ -21,6 +21,7 @@ from engine.report import (
     RunReport,
     StageReport,
 )
+from engine.run_info import config_hash, project_version, utc_now
 from engine.stage import DIED, Stage, StageQueue
 from engine.text import describe, one_line
 
@@ -47,6 +48,8 @@ class PipelineExecutor:
     ``EXIT_UNRECORDED``, counting the entries it could not write.
     """
 
+    path: Path | None = None  # the file the pipeline was read from, if any (for the report)
+
     def __init__(
         self,
         config: PipelineConfig,
@@ -71,6 +74,7 @@ class PipelineExecutor:
         self._stages: list[Stage] = []
         self._monitor: Monitor | None = None
         self._started = False
+        self._started_at = ""  # set by run()
 
     @property
     def dead_letter_path(self) -> Path | None:
@@ -110,7 +114,7 @@ class PipelineExecutor:
             if self._interrupts:
                 self._apply_interrupts()
             self._monitor = Monitor(stages, queues, wake, self.config.monitor_interval, self._on_status)
-        started = time.monotonic()
+        started, self._started_at = time.monotonic(), utc_now()
         log.info("pipeline %s: starting %d stages", self.config.name, len(stages))
         try:
             gate.set()
@@ -239,6 +243,9 @@ class PipelineExecutor:
                 restarts=s.restarts,
                 state=s.state,
                 counters=s.counters(),
+                queue_peak=self._monitor.queue_peak(s) if self._monitor else 0,
+                is_source=s.config.is_source,
+                is_sink=s.config.is_sink,
             )
             for s in self._stages
         ]
@@ -269,6 +276,11 @@ class PipelineExecutor:
             unrecorded=dead_letters.unrecorded,
             seconds=round(seconds, 3),
             interrupted=bool(self._interrupts),
+            started_at=self._started_at,
+            finished_at=utc_now(),
+            pipeline={"name": self.config.name, "file": None if self.path is None else str(self.path)},
+            config_sha256=config_hash(self.config),
+            version=project_version(),
         )
 
 

@@ -49,6 +49,7 @@ class Monitor(threading.Thread):
         self._on_status = on_status
         self._last_counts = {s.name: 0 for s in self.stages}
         self._last_time = time.monotonic()
+        self._peaks = {s.name: 0 for s in self.stages}  # deepest input queue seen, sampled every tick
 
     def run(self) -> None:
         try:
@@ -72,12 +73,13 @@ class Monitor(threading.Thread):
         result = []
         for stage in self.stages:
             items_in = stage.items_in
+            depth = self._sample_depth(stage)
             result.append(
                 StageStatus(
                     name=stage.name,
                     alive=stage.alive,
                     instances=stage.config.instances,
-                    queue_depth=stage.input.queue.qsize(),
+                    queue_depth=depth,
                     items_in=items_in,
                     items_out=stage.items_out,
                     failed=stage.failed,
@@ -86,11 +88,24 @@ class Monitor(threading.Thread):
                     expected=_expected(stage),
                     state=stage.state,
                     busy=stage.busy,
+                    queue_maxsize=stage.input.queue.maxsize,
+                    queue_peak=self._peaks[stage.name],
+                    counters=stage.counters(),
                 )
             )
             self._last_counts[stage.name] = items_in
         self._last_time = now
         return result
+
+    def queue_peak(self, stage: Stage) -> int:
+        """The deepest ``stage``'s input queue has been, as sampled so far."""
+        return self._peaks[stage.name]
+
+    def _sample_depth(self, stage: Stage) -> int:
+        depth = stage.input.queue.qsize()
+        if depth > self._peaks[stage.name]:
+            self._peaks[stage.name] = depth
+        return depth
 
     # -- one tick --------------------------------------------------------------
 
@@ -111,6 +126,7 @@ class Monitor(threading.Thread):
 
     def _tick(self) -> None:
         for stage in self.stages:
+            self._sample_depth(stage)
             was_dead = stage.dead_reason is not None
             stage.supervise()
             if stage.dead_reason and not was_dead:
