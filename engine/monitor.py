@@ -91,6 +91,7 @@ class Monitor(threading.Thread):
                     queue_maxsize=stage.input.queue.maxsize,
                     queue_peak=self._peaks[stage.name],
                     counters=stage.counters(),
+                    queue_name=stage.input.name,
                 )
             )
             self._last_counts[stage.name] = items_in

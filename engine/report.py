@@ -34,6 +34,7 @@ class StageStatus:
     queue_maxsize: int = 0  # maxsize of the stage's input queue (0 = unbounded)
     queue_peak: int = 0  # the deepest the input queue has been so far (sampled by the monitor)
     counters: dict[str, float] = field(default_factory=dict)  # live sum of the stage's worker counters
+    queue_name: str = ""  # the name of the stage's input queue
 
     @property
     def done(self) -> int:
