@@ -12,6 +12,8 @@ import crypto_server
 from workers.http import HttpClient
 from workers.http_stats import LATENCY_BOUNDS
 from workers.price_worker import PriceWorker
+from workers.task_planner import TaskPlanner
+from workers.wiki_worker import WikiWorker
 
 
 def _statuses(counters: Counter[str]) -> dict[int, float]:
@@ -87,11 +89,16 @@ def test_latency_buckets_are_log_spaced_and_one_per_request():
     assert bound / 2 < seconds <= bound  # the one bucket that holds it
 
 
-def test_price_worker_exposes_its_clients_counters_as_its_own():
+@pytest.mark.parametrize("make, item, own", [
+    (lambda url: PriceWorker(base_url=url, exchanges=["kraken"], date="latest"), "BTC", "prices"),
+    (lambda url: TaskPlanner(base_url=url, start="2024-01-01", end="2024-01-02"), "BTC", "tasks"),
+    (lambda url: WikiWorker(), "{url}/wiki/List_of_cryptocurrencies", None),
+])
+def test_workers_that_own_a_client_expose_its_counters_as_their_own(make, item, own):
     with crypto_server.serve_in_background(port=0) as server:
-        worker = PriceWorker(base_url=server.url, exchanges=["kraken"], date="latest")
-        list(worker.process("BTC"))
+        worker = make(server.url)
+        list(worker.process(item.format(url=server.url)))
         worker.close()
-    assert worker.counters["http.requests"] >= 1
-    assert worker.counters["http.status.200"] >= 1
-    assert worker.counters["prices"] >= 1
+        assert worker.counters["http.requests"] == worker.counters["http.status.200"] == server.stats.requests > 0
+    if own:
+        assert worker.counters[own] >= 1
