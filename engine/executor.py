@@ -27,6 +27,7 @@ from engine.report import (
     StageReport,
     describe_failures,
 )
+from engine.run_info import config_hash, project_version, utc_now
 from engine.stage import DIED, INTERRUPTED, Stage, StageQueue
 from engine.text import describe, one_line
 
@@ -69,6 +70,8 @@ class PipelineExecutor:
     they lost (see :class:`MaxFailures`). Precedence: see ``_outcome``.
     """
 
+    path: Path | None = None  # the file the pipeline was read from, if any (for the report)
+
     def __init__(
         self,
         config: PipelineConfig,
@@ -100,6 +103,7 @@ class PipelineExecutor:
         self._stages: list[Stage] = []
         self._monitor: Monitor | None = None
         self._started = False
+        self._started_at = ""  # set by run()
 
     @property
     def dead_letter_path(self) -> Path | None:
@@ -139,7 +143,7 @@ class PipelineExecutor:
             if self._interrupts:
                 self._apply_interrupts()
             self._monitor = Monitor(stages, queues, wake, self.config.monitor_interval, self._on_status)
-        started = time.monotonic()
+        started, self._started_at = time.monotonic(), utc_now()
         log.info("pipeline %s: starting %d stages", self.config.name, len(stages))
         try:
             gate.set()
@@ -286,6 +290,9 @@ class PipelineExecutor:
                 state=s.state,
                 counters=s.counters(),
                 errors=dict(sum((slot.errors for slot in s.slots), Counter())),
+                queue_peak=self._monitor.queue_peak(s) if self._monitor else 0,
+                is_source=s.config.is_source,
+                is_sink=s.config.is_sink,
             )
             for s in self._stages
         ]
@@ -311,6 +318,11 @@ class PipelineExecutor:
             delivered=delivered,
             max_failures=str(self.max_failures),
             errors=dict(errors),
+            started_at=self._started_at,
+            finished_at=utc_now(),
+            pipeline={"name": self.config.name, "file": None if self.path is None else str(self.path)},
+            config_sha256=config_hash(self.config),
+            version=project_version(),
         )
 
     def _outcome(

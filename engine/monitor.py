@@ -71,15 +71,15 @@ class Monitor(threading.Thread):
         now = time.monotonic()
         elapsed = max(now - self._last_time, 1e-9)
         result = []
-        self._sample_queues()
         for stage in self.stages:
             items_in = stage.items_in
+            depth = self._sample_depth(stage)
             result.append(
                 StageStatus(
                     name=stage.name,
                     alive=stage.alive,
                     instances=stage.config.instances,
-                    queue_depth=stage.input.queue.qsize(),
+                    queue_depth=depth,
                     items_in=items_in,
                     items_out=stage.items_out,
                     failed=stage.failed,
@@ -90,12 +90,24 @@ class Monitor(threading.Thread):
                     busy=stage.busy,
                     queue_maxsize=stage.input.queue.maxsize,
                     queue_peak=self._queue_peaks[stage.name],
-                    counters=dict(stage.counters()),
+                    counters=stage.counters(),
+                    queue_name=stage.input.name,
                 )
             )
             self._last_counts[stage.name] = items_in
         self._last_time = now
         return result
+
+    def queue_peak(self, stage: Stage) -> int:
+        """The deepest ``stage``'s input queue has been, as sampled so far."""
+        return self._queue_peaks[stage.name]
+
+    def _sample_depth(self, stage: Stage) -> int:
+        """The depth of ``stage``'s input queue now, kept as its peak if it is the deepest yet."""
+        depth = stage.input.queue.qsize()
+        if depth > self._queue_peaks[stage.name]:
+            self._queue_peaks[stage.name] = depth
+        return depth
 
     # -- one tick --------------------------------------------------------------
 
@@ -115,8 +127,8 @@ class Monitor(threading.Thread):
                 next_status = time.monotonic() + self._interval
 
     def _tick(self) -> None:
-        self._sample_queues()
         for stage in self.stages:
+            self._sample_depth(stage)
             was_dead = stage.dead_reason is not None
             stage.supervise()
             if stage.dead_reason and not was_dead:
@@ -125,12 +137,6 @@ class Monitor(threading.Thread):
         self._drain_abandoned()
         for stage_queue in self.queues:
             self._send_pills(stage_queue)
-
-    def _sample_queues(self) -> None:
-        for stage in self.stages:
-            depth = stage.input.queue.qsize()
-            if depth > self._queue_peaks[stage.name]:
-                self._queue_peaks[stage.name] = depth
 
     def _stop_upstream(self, stage: Stage, reason: str) -> None:
         # Producers feeding a dead stage would only fill a queue nobody reads.

@@ -6,6 +6,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from engine.counters import add, summarize
+
 EXIT_OK = 0
 EXIT_STAGE_DIED = 1
 EXIT_CONFIG = 2
@@ -50,6 +52,7 @@ class StageStatus:
     queue_maxsize: int = 0  # maxsize of the stage's input queue (0 = unbounded)
     queue_peak: int = 0  # the deepest the input queue has been so far (sampled by the monitor)
     counters: dict[str, float] = field(default_factory=dict)  # live sum of the stage's worker counters
+    queue_name: str = ""  # the name of the stage's input queue
 
     @property
     def done(self) -> int:
@@ -70,8 +73,25 @@ class StageReport:
     seconds: float
     restarts: int
     state: str  # done, stopped or died
-    counters: dict[str, int] = field(default_factory=dict)
+    counters: dict[str, float] = field(default_factory=dict)  # the workers' counters, summed
     errors: dict[str, int] = field(default_factory=dict)  # failed items by error type (they add up to failed)
+    queue_peak: int = 0  # the deepest the input queue has been (sampled every 0.1 s)
+    is_source: bool = False
+    is_sink: bool = False
+
+    @property
+    def no_data(self) -> int:
+        """Items that were handled but had nothing to give (the workers' ``no_data`` counter)."""
+        return int(self.counters.get("no_data", 0))
+
+    @property
+    def stats(self) -> dict[str, Any]:
+        """The grouped counters (``http.requests``, ``http.status``...): see :mod:`engine.counters`."""
+        return summarize(self.counters)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-ready data, as in ``report.json``."""
+        return {**asdict(self), "no_data": self.no_data, **self.stats}
 
 
 @dataclass(frozen=True)
@@ -91,6 +111,11 @@ class RunReport:
     delivered: int = 0  # items the sinks (stages without output queues) finished without failing
     max_failures: str = "0"  # the allowance the run was held to, as written: "5" or "2.5%"
     errors: dict[str, int] = field(default_factory=dict)  # failed items by error type, all stages together
+    started_at: str = ""  # ISO 8601, UTC
+    finished_at: str = ""
+    pipeline: dict[str, str | None] = field(default_factory=dict)  # name, and file (None if not from a file)
+    config_sha256: str = ""  # of the expanded config: see engine.run_info.config_hash
+    version: str = ""  # "git <commit>" of the checkout, else the project's version
 
     @property
     def ok(self) -> bool:
@@ -112,9 +137,37 @@ class RunReport:
     def lost(self) -> int:
         return sum(s.lost for s in self.stages)
 
+    @property
+    def no_data(self) -> int:
+        return sum(s.no_data for s in self.stages)
+
+    @property
+    def counters(self) -> dict[str, float]:
+        """Every stage's counters, summed."""
+        return add(s.counters for s in self.stages)
+
+    @property
+    def items(self) -> dict[str, int]:
+        """The run as a whole: ``in`` to its sources, ``out`` of its sinks, and every failed, no_data, lost."""
+        return {
+            "in": sum(s.items_in for s in self.stages if s.is_source),
+            "out": sum(s.items_out for s in self.stages if s.is_sink),
+            "failed": self.failed,
+            "no_data": self.no_data,
+            "lost": self.lost,
+        }
+
+    @property
+    def stats(self) -> dict[str, Any]:
+        """The run's grouped counters (``http.requests``, ``http.status``...), summed over the stages."""
+        return summarize(self.counters)
+
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-ready data, as written to ``report.json``."""
         data = asdict(self)
         data["dead_letter_path"] = str(self.dead_letter_path)
         data["outcome"] = self.outcome
+        data["stages"] = [s.to_dict() for s in self.stages]
+        data["items"] = self.items
+        data.update(self.stats)
         return data

@@ -89,7 +89,8 @@ class _Slot:
     items_out: int = 0
     failed: int = 0
     errors: Counter[str] = field(default_factory=Counter)  # failed items by error type
-    counters: Counter[str] = field(default_factory=Counter)
+    counters: Counter[str] = field(default_factory=Counter)  # the worker's, summed when the thread ends
+    live_counters: Any = None  # the worker's own counters mapping, read while the thread runs
 
 
 class Stage:
@@ -163,11 +164,14 @@ class Stage:
     def lost(self) -> int:
         return self._lost
 
-    def counters(self) -> dict[str, int]:
+    def counters(self) -> dict[str, float]:
+        """The sum of every thread's worker counters, running threads included (a snapshot)."""
         total: Counter[str] = Counter()
         for slot in self.slots:
-            if slot.outcome != RUNNING:  # a running worker may still be changing its counters
+            if slot.outcome != RUNNING:
                 total.update(slot.counters)
+            elif slot.live_counters is not None:
+                total.update(_snapshot(slot.live_counters))
         return dict(total)
 
     # -- control ---------------------------------------------------------------
@@ -265,6 +269,7 @@ class Stage:
                 outcome = STOPPED
                 return
             worker = self.config.worker_class(**self.config.params)
+            slot.live_counters = getattr(worker, "counters", None)
             outcome = self._work(worker, slot, outputs)
         except BaseException as exc:  # the thread dies; say so, and account for what it held
             slot.error = exc
@@ -403,6 +408,19 @@ class Stage:
             slot.counters.update(getattr(worker, "counters", None) or {})
         except Exception as exc:  # not a mapping of counts: say so, and end the thread normally
             log.error("%s: the worker's counters cannot be summed: %s", self.name, describe(exc))
+
+
+def _snapshot(counters: Any) -> dict[str, Any]:
+    """A copy of a running worker's counters, taken without stopping it.
+
+    ``dict(d)`` of a dict (or a subclass that keeps dict's iteration, such as
+    ``Counter``) with str keys and number values copies in C and runs no Python
+    code, so under the GIL it is atomic: the worker is never mid-update in it.
+    """
+    try:
+        return dict(counters)
+    except (RuntimeError, TypeError, ValueError):  # a mapping of another kind, changed while copied
+        return {}
 
 
 class _Outputs:

@@ -8,7 +8,9 @@ How the deadline reaches the sockets is in :mod:`workers.http_deadline`.
 from __future__ import annotations
 
 import logging
+import time
 import urllib.request
+from collections import Counter
 from typing import Any
 from urllib.parse import urljoin, urlsplit
 
@@ -18,6 +20,7 @@ from urllib3.exceptions import InvalidHeader
 from urllib3.util.retry import Retry
 
 from workers.http_deadline import Deadline, DeadlineAdapter
+from workers.http_stats import count_latency, count_response, count_retry
 
 log = logging.getLogger(__name__)
 
@@ -37,23 +40,41 @@ class RedirectRefused(requests.RequestException):
     """The server redirected to another origin (scheme, host, port) and the client does not follow that."""
 
 
+class _Tally:
+    """A client's counters, and the last urllib3 response already counted (so it is not counted twice)."""
+
+    __slots__ = ("counters", "counted")
+
+    def __init__(self) -> None:
+        self.counters: Counter[str] = Counter()
+        self.counted: Any = None
+
+
 class _CappedRetry(Retry):
     """urllib3 Retry that honours Retry-After, but never sleeps past ``max_retry_after`` or the deadline.
 
     A server may ask for an hour; a pipeline run should not silently stall for it.
+    It also counts every failed attempt and every retry into ``tally``.
     """
 
     def __init__(
-        self, *args: Any, max_retry_after: float = 30.0, deadline: Deadline | None = None, **kwargs: Any
+        self,
+        *args: Any,
+        max_retry_after: float = 30.0,
+        deadline: Deadline | None = None,
+        tally: _Tally | None = None,
+        **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
         self.max_retry_after = max_retry_after
         self.deadline = deadline
+        self.tally = tally or _Tally()
 
     def new(self, **kwargs: Any) -> "_CappedRetry":
         # Retry.new() rebuilds the object from its own arguments; carry ours along.
         kwargs.setdefault("max_retry_after", self.max_retry_after)
         kwargs.setdefault("deadline", self.deadline)
+        kwargs.setdefault("tally", self.tally)
         return super().new(**kwargs)
 
     def increment(
@@ -65,12 +86,28 @@ class _CappedRetry(Retry):
         _pool: Any = None,
         _stacktrace: Any = None,
     ) -> "_CappedRetry":
+        # urllib3 calls this once per failed attempt: count the attempt, then the retry if there is one.
+        tally = self.tally
+        if response is not None:
+            count_response(tally.counters, response.status)
+            tally.counted = response  # handed on as the final answer if no retry is left: counted already
+        else:
+            tally.counters["http.requests"] += 1
         retry = super().increment(method, url, response, error, _pool, _stacktrace)  # raises when retries run out
         if self.deadline is not None and self.deadline.expired():
             # No time left for another try: give up with this try's error, not a string of instant failures.
             reason = error or urllib3.exceptions.ResponseError(f"no time left to retry after status {response.status}")
             raise urllib3.exceptions.MaxRetryError(_pool, url or "", reason)
+        count_retry(tally.counters, None if response is None else response.status, error)
         return retry
+
+    def sleep_for_retry(self, response: Any) -> bool:
+        seconds = self.get_retry_after(response)
+        if not seconds:
+            return False
+        self.tally.counters["http.retry_after_seconds"] += seconds
+        time.sleep(seconds)
+        return True
 
     def get_retry_after(self, response: Any) -> float | None:
         try:
@@ -109,6 +146,11 @@ class HttpClient:
     Redirects: at most ``max_redirects``, and only within the origin (scheme,
     host and port) of the URL asked for, unless ``allow_cross_origin_redirects``;
     a redirect elsewhere raises :class:`RedirectRefused` naming both origins.
+
+    Stats: ``counters`` (a ``collections.Counter``) counts requests, answers by
+    status, retries by reason, Retry-After waits, bytes and latency, under the
+    names listed in :mod:`workers.http_stats`. A worker that owns a client
+    shares it as its own ``counters`` so the run report and the live view see them.
     """
 
     def __init__(
@@ -139,6 +181,8 @@ class HttpClient:
         self.allow_cross_origin_redirects = allow_cross_origin_redirects
         # One get() at a time per client (one client per thread), so one deadline object serves them all.
         self._deadline = Deadline()
+        self._tally = _Tally()
+        self.counters = self._tally.counters
         retry = _CappedRetry(
             total=retries,
             backoff_factor=backoff,
@@ -149,6 +193,7 @@ class HttpClient:
             raise_on_status=False,  # hand back the last error response so its status is reported
             max_retry_after=max_retry_after,
             deadline=self._deadline,
+            tally=self._tally,
         )
         adapter = DeadlineAdapter(
             self._deadline, max_retries=retry, pool_connections=1, pool_maxsize=pool_size
@@ -158,6 +203,7 @@ class HttpClient:
         self.session.mount("https://", adapter)
         self.session.headers["User-Agent"] = user_agent
         self.session.max_redirects = max_redirects
+        self.session.hooks["response"].append(self._count_response)
         if not allow_cross_origin_redirects:
             self.session.hooks["response"].append(self._refuse_cross_origin)
         if not urllib.request.getproxies():
@@ -169,6 +215,7 @@ class HttpClient:
         """GET ``url`` within ``total_timeout``; raise unless the final answer is 2xx and small enough."""
         deadline = self._deadline
         deadline.start(self.total_timeout)
+        started = time.perf_counter()
         try:
             response = self.session.get(url, timeout=self.timeout, stream=True, **kwargs)
             try:
@@ -189,6 +236,8 @@ class HttpClient:
             raise
         finally:
             deadline.clear()
+            count_latency(self.counters, time.perf_counter() - started)
+        self.counters["http.bytes"] += len(body)
         # requests reads a streamed body into _content; we read it ourselves to cap its size.
         response._content = bytes(body)
         return response
@@ -209,6 +258,13 @@ class HttpClient:
             raise requests.ReadTimeout(f"reading {url}: {exc}") from exc
         except urllib3.exceptions.HTTPError as exc:
             raise requests.ConnectionError(f"reading {url}: {exc}") from exc
+
+    def _count_response(self, response: requests.Response, **kwargs: Any) -> requests.Response:
+        """Response hook: count every answer that reached requests (each redirect too), unless counted already."""
+        if response.raw is not self._tally.counted:
+            count_response(self.counters, response.status_code)
+        self._tally.counted = None
+        return response
 
     def _refuse_cross_origin(self, response: requests.Response, **kwargs: Any) -> requests.Response:
         """Response hook: stop at a redirect to another origin (requests calls it for every hop)."""

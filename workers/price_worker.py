@@ -109,7 +109,7 @@ class PriceWorker:
         self._xpath = compile_xpath(xpath, "xpath")
         self._date_xpath = None if date_xpath is None else compile_xpath(date_xpath, "date_xpath")
         self._server = PriceServerClient(base_url, http)
-        self.counters: Counter[str] = Counter()
+        self.counters: Counter[str] = self._server.http.counters  # one Counter: the HTTP stats go with ours
 
     @classmethod
     def prepare_stage(cls, params: Mapping[str, Any]) -> None:

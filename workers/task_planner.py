@@ -58,7 +58,7 @@ class TaskPlanner:
         if self._end != "latest" and self._end < self._start:
             raise ValueError(f"end {self._end} is before start {self._start}")
         self._server = PriceServerClient(base_url, http)
-        self.counters: Counter[str] = Counter()
+        self.counters: Counter[str] = self._server.http.counters  # one Counter: the HTTP stats go with ours
 
     @classmethod
     def prepare_stage(cls, params: Mapping[str, Any]) -> None:

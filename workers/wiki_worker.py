@@ -193,11 +193,11 @@ class WikiWorker:
         self.column = column
         self.limit = limit
         self.ticker = ticker
-        self.counters: Counter[str] = Counter()
         try:
             self._http = HttpClient(**(http or {}))
         except TypeError as exc:  # an unknown or positional key in the YAML
             raise ValueError(f"bad http params {reprlib.repr(http)}: {exc}") from None
+        self.counters: Counter[str] = self._http.counters  # one Counter: the HTTP stats go with ours
 
     @classmethod
     def prepare_stage(cls, params: Mapping[str, Any]) -> None:
