@@ -249,74 +249,41 @@ _QUANTILES = ("p50", "p95", "p99")
 
 
 def _stats_table(report: RunReport) -> Table | None:
-    """Per stage: HTTP requests, retries (by reason), responses by status code, latency quantiles and
-    peak queue depth; a column only for the figures the report holds, and no table if it holds none."""
-    stages = report.to_dict().get("stages", [])
-    figures = [(stage.get("name", "?"), _stage_figures(stage)) for stage in stages]
-    columns = [c for c in ("requests", "retries", "status codes", *_QUANTILES, "peak queue")
-               if any(c in found for _, found in figures)]
-    if not columns:
+    """Per stage: HTTP requests, retries by reason, answers by status code, latency quantiles and the
+    peak depth of its input queue; no table for a run that made no request and queued nothing."""
+    stages = [s for s in report.stages if "http.requests" in s.stats or s.queue_peak]
+    if not stages:
         return None
     table = Table(title="requests and queues", title_justify="left")
     table.add_column("stage")
-    for column in columns:
+    for column in ("requests", "retries", "status codes", *_QUANTILES, "peak queue"):
         table.add_column(column, justify="left" if column in ("retries", "status codes") else "right")
-    for name, found in figures:
-        table.add_row(name, *(found.get(c, "") for c in columns))
+    for stage in stages:
+        stats = stage.stats
+        table.add_row(stage.name, *_http_cells(stats), str(stage.queue_peak))
     return table
 
 
-def _stage_figures(stage: dict[str, Any]) -> dict[str, str]:
-    """The figures of one stage of ``report.to_dict()`` as text, by column; read defensively, since
-    they may sit on the stage itself or among its counters, as maps or as flat ``a.b.c`` keys."""
-    counters = stage.get("counters") if isinstance(stage.get("counters"), dict) else {}
-    found: dict[str, str] = {}
-    requests = _figure(stage, counters, "http.requests")
-    if isinstance(requests, (int, float)):
-        found["requests"] = f"{int(requests):,}"
-    retries = _figure(stage, counters, "http.retries")
-    reasons = _sub_keys(stage, counters, "http.retries")
-    if isinstance(retries, dict):
-        reasons, retries = retries, sum(v for v in retries.values() if isinstance(v, (int, float)))
-    if isinstance(retries, (int, float)) or reasons:
-        total = int(retries) if isinstance(retries, (int, float)) else int(sum(reasons.values()))
-        by_reason = ", ".join(f"{reason} {int(n)}" for reason, n in sorted(reasons.items()) if n)
-        found["retries"] = f"{total} ({by_reason})" if by_reason else str(total)
-    codes = _figure(stage, counters, "http.status")
-    codes = codes if isinstance(codes, dict) else _sub_keys(stage, counters, "http.status")
-    if codes:
-        found["status codes"] = ", ".join(f"{code}: {int(n)}" for code, n in sorted(codes.items()))
-    found.update(_latencies(stage, counters))
-    peak = _figure(stage, counters, "queue_peak")
-    if isinstance(peak, (int, float)):
-        found["peak queue"] = str(int(peak))
-    return found
+def _http_cells(stats: dict[str, Any]) -> list[str]:
+    """requests, retries, status codes, p50, p95, p99 of a stage's grouped stats (blank without requests)."""
+    if "http.requests" not in stats:
+        return [""] * 6
+    retries = dict(stats.get("http.retries", {}))
+    total = retries.pop("total", sum(retries.values()))
+    reasons = ", ".join(f"{reason} {int(n)}" for reason, n in sorted(retries.items()) if n)
+    codes = ", ".join(f"{code}: {int(n)}" for code, n in sorted(stats.get("http.status", {}).items()))
+    latency = stats.get("http.latency", {})
+    return [
+        f"{int(stats['http.requests']):,}",
+        f"{int(total)} ({reasons})" if reasons else str(int(total)),
+        codes,
+        *(_milliseconds(latency.get(q)) for q in _QUANTILES),
+    ]
 
 
-def _figure(stage: dict[str, Any], counters: dict[str, Any], key: str) -> Any:
-    return stage[key] if key in stage else counters.get(key)
-
-
-def _sub_keys(stage: dict[str, Any], counters: dict[str, Any], prefix: str) -> dict[str, float]:
-    """``{"5xx": 3}`` from flat keys such as ``http.retries.5xx: 3``."""
-    return {key[len(prefix) + 1:]: value for source in (counters, stage) for key, value in source.items()
-            if key.startswith(prefix + ".") and isinstance(value, (int, float))}
-
-
-def _latencies(stage: dict[str, Any], counters: dict[str, Any]) -> dict[str, str]:
-    """p50/p95/p99 from any latency map (``{"p50": 0.01, ...}``) or flat key (``http.latency.p50``).
-
-    Seconds unless the key says ``ms``; shown in milliseconds."""
-    found: dict[str, str] = {}
-    for source in (counters, stage):
-        for key, value in source.items():
-            if "latency" not in key:
-                continue
-            entries = value.items() if isinstance(value, dict) else [(key, value)]
-            for name, seconds in entries:
-                quantile = next((q for q in _QUANTILES if str(name).endswith(q)), None)
-                if quantile is None or not isinstance(seconds, (int, float)):
-                    continue
-                ms = seconds if "ms" in key else seconds * 1000
-                found[quantile] = f"{ms:,.0f} ms" if ms >= 10 else f"{ms:.1f} ms"
-    return found
+def _milliseconds(seconds: float | None) -> str:
+    # A quantile is the upper bound of its latency bucket; None is the last, unbounded one.
+    if seconds is None:
+        return ""
+    ms = seconds * 1000
+    return f"≤{ms:,.0f} ms" if ms >= 10 else f"≤{ms:.1f} ms"

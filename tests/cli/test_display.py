@@ -164,23 +164,17 @@ def test_after_an_interrupt_the_view_says_it_is_stopping_and_what_remains():
 
 
 @dataclass(frozen=True)
-class _WithPeak(StageReport):
-    """A stage report as the run statistics make it, with the peak depth of the stage's input queue."""
-
-    queue_peak: int = 250
-
-
 def _report(exit_code: int, reason: str | None, dead_letters: int = 0, http: bool = False) -> RunReport:
     price_counters = {"no_data": 35}
-    if http:
+    if http:  # as workers.http counts them: latency buckets are not cumulative, bounds in seconds
         price_counters.update({"http.requests": 412, "http.retries": 125, "http.retries.5xx": 110,
                                "http.retries.429": 15, "http.status.200": 287, "http.status.503": 110,
-                               "http.status.429": 15, "http.latency.p50": 0.0043, "http.latency.p95": 0.25,
-                               "http.latency.p99": 1.5})
-    stage = _WithPeak if http else StageReport
+                               "http.status.429": 15, "http.latency.le.0.004": 250, "http.latency.le.0.256": 150,
+                               "http.latency.le.2.048": 12, "http.latency.sum": 30.0})
+    peak = 250 if http else 0
     stages = [
-        stage("PriceWorker", 20, 100, 265, 2, 0, 1.5, 0, "done", price_counters),
-        stage("PostgresWorker", 2, 265, 0, 0, 0, 1.6, 1, "done", {"rows_written": 265}),
+        StageReport("PriceWorker", 20, 100, 265, 2, 0, 1.5, 0, "done", price_counters, queue_peak=peak),
+        StageReport("PostgresWorker", 2, 265, 0, 0, 0, 1.6, 1, "done", {"rows_written": 265}),
     ]
     return RunReport(stages, exit_code, reason, Path("runs/x/failed_items.jsonl"), dead_letters, 2.0)
 
@@ -205,7 +199,7 @@ def test_summary_shows_requests_retries_status_codes_and_latency_per_stage():
     assert cells["requests"] == "412"
     assert cells["retries"] == "125 (429 15, 5xx 110)"
     assert cells["status codes"] == "200: 287, 429: 15, 503: 110"
-    assert (cells["p50"], cells["p95"], cells["p99"]) == ("4.3 ms", "250 ms", "1,500 ms")
+    assert (cells["p50"], cells["p95"], cells["p99"]) == ("≤4.0 ms", "≤256 ms", "≤2,048 ms")
     assert cells["peak queue"] == "250"
     assert "http.requests" not in text  # not repeated among the other counters
 
