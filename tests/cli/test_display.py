@@ -14,7 +14,6 @@ import sys
 import termios
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -163,7 +162,6 @@ def test_after_an_interrupt_the_view_says_it_is_stopping_and_what_remains():
     assert "stopping fast: 5 in flight, 12 queued" in _show(view, clock, 3, *statuses)
 
 
-@dataclass(frozen=True)
 def _report(exit_code: int, reason: str | None, dead_letters: int = 0, http: bool = False) -> RunReport:
     price_counters = {"no_data": 35}
     if http:  # as workers.http counts them: latency buckets are not cumulative, bounds in seconds
