@@ -13,6 +13,7 @@ import queue
 import threading
 import time
 from collections import Counter
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -353,7 +354,7 @@ class Stage:
 
     def _process(self, worker: Any, item: Any, slot: _Slot, outputs: "_Outputs") -> None:
         try:
-            for output in worker.process(item) or ():
+            for output in _outputs_of(worker.process(item), "process"):
                 outputs.add(output, slot)
         except ItemsFailed as exc:  # a buffering worker may name earlier items too
             self._some_failed(exc, slot, outputs)
@@ -362,7 +363,7 @@ class Stage:
 
     def _process_batch(self, worker: Any, items: list[Any], slot: _Slot, outputs: "_Outputs") -> None:
         try:
-            for output in worker.process_batch(items) or ():
+            for output in _outputs_of(worker.process_batch(items), "process_batch"):
                 outputs.add(output, slot)
         except ItemsFailed as exc:
             self._some_failed(exc, slot, outputs)
@@ -449,4 +450,16 @@ class _Outputs:
                 assert target.consumer is not None and target.abandoned is not None
                 target.consumer.record_lost(output, target.abandoned)
 
+def _outputs_of(result: Any, method: str) -> Iterable[Any]:
+    """What a worker's ``process``/``process_batch`` returned, as outputs: None is none.
 
+    A string, bytes or mapping is iterable, but a worker that returns one meant one output,
+    not its characters or keys; like anything else that is not iterable it fails the item.
+    """
+    if result is None:
+        return ()
+    if isinstance(result, (str, bytes, bytearray, Mapping)) or not isinstance(result, Iterable):
+        raise TypeError(
+            f"{method}() returned a {type(result).__name__}; yield outputs, or return a list of them (or None)"
+        )
+    return result

@@ -8,6 +8,7 @@ import pytest
 
 from engine import PipelineConfigError, load_pipeline
 from engine.config import MaxFailures
+from engine.dead_letter import read_dead_letters
 from engine.report import EXIT_FAILURES, EXIT_INTERRUPTED, EXIT_OK, EXIT_STAGE_DIED, EXIT_UNRECORDED
 from tests.engine import workers
 from tests.engine.conftest import stage
@@ -86,6 +87,24 @@ def test_a_worker_that_returns_instead_of_yielding_fails_the_run_whatever_the_al
     assert report.failures == 265 and report.delivered == 0
     assert report.stage("Price").errors == {"TypeError": 265} and report.errors == {"TypeError": 265}
     assert report.reason == "finished with 265 failures (TypeError 265); nothing reached a sink"
+
+
+@pytest.mark.parametrize("returned", ["str", "dict", "zero"])
+def test_a_string_a_mapping_or_a_falsy_value_returned_by_process_fails_the_item(run_pipeline, key, returned):
+    # Iterating a returned "12" would pass on "1" and "2"; a returned 0 would vanish as "no outputs".
+    report = run_pipeline({
+        "queues": [{"name": "numbers"}, {"name": "out"}],
+        "workers": [
+            stage("Source", "Range", input_values=[[1, 11]], output_queues="numbers"),
+            stage("Price", "ReturnsValue", params={"as_": returned}, input_queue="numbers", output_queues="out"),
+            stage("Sink", "Collect", input_queue="out", params={"key": key}),
+        ],
+    })
+    assert report.exit_code == EXIT_FAILURES, report.reason
+    assert report.stage("Price").errors == {"TypeError": 10}
+    assert workers.collected(key) == []
+    entry = read_dead_letters(report.dead_letter_path)[0]
+    assert entry["message"].startswith("process() returned a ") and "yield outputs" in entry["message"]
 
 
 def test_failures_are_counted_by_error_type_per_stage_and_for_the_run(run_pipeline, key):

@@ -332,10 +332,16 @@ class BadManners:
 
 
 class ReturnsValue:
-    """A worker with a bug: ``process`` returns its result instead of yielding it, so every item fails."""
+    """A worker with a bug: ``process`` returns its result instead of yielding it, so every item fails.
+
+    ``as_`` picks what it returns: ``float`` (not iterable), ``str``, ``dict`` or ``zero`` (falsy).
+    """
+
+    def __init__(self, as_: str = "float") -> None:
+        self.convert = {"float": float, "str": str, "dict": lambda item: {"value": item}, "zero": lambda item: 0}[as_]
 
     def process(self, item: Any) -> Any:
-        return float(item)
+        return self.convert(item)
 
 
 class FailByKind:
