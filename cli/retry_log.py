@@ -19,7 +19,7 @@ REASONS = ("connect", "timeout", "5xx", "429")
 
 
 class RetryLog:
-    """A status callback: logs each stage's new retries, at most once per ``every`` seconds per stage."""
+    """A status callback: logs a stage's first retries at once, then its new ones at most once per ``every`` s."""
 
     def __init__(self, every: float = 10.0, clock: Callable[[], float] = time.monotonic) -> None:
         self._every = every
@@ -30,9 +30,11 @@ class RetryLog:
     def __call__(self, statuses: list[StageStatus]) -> None:
         now = self._clock()
         for s in statuses:
+            # A stage's first retries are said at once, so a short run shows them too; then once per period.
+            first = s.name not in self._logged
             since, before = self._logged.get(s.name, (self._started, {}))
             retries = s.counters.get("http.retries", 0) - before.get("http.retries", 0)
-            if retries <= 0 or now - since < self._every:
+            if retries <= 0 or (not first and now - since < self._every):
                 continue
             reasons = []
             for reason in REASONS:
@@ -40,5 +42,5 @@ class RetryLog:
                 count = s.counters.get(key, 0) - before.get(key, 0)
                 if count:
                     reasons.append(f"{reason} {count:g}")
-            log.warning("%s: %g retries in the last %.0f s (%s)", s.name, retries, now - since, ", ".join(reasons))
+            log.warning("%s: %g retries in the last %.0f s (%s)", s.name, retries, max(now - since, 1), ", ".join(reasons))
             self._logged[s.name] = (now, dict(s.counters))

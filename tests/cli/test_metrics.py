@@ -131,6 +131,7 @@ def test_retries_are_one_line_per_stage_at_most_every_10_seconds(caplog):
             log([_status({"http.retries": total, "http.retries.5xx": total - second, "http.retries.429": second})])
     lines = [r.getMessage() for r in caplog.records]
     assert lines == [
+        "PriceWorker: 5 retries in the last 1 s (5xx 4, 429 1)",  # the first retries at once
         "PriceWorker: 50 retries in the last 10 s (5xx 40, 429 10)",
         "PriceWorker: 50 retries in the last 10 s (5xx 40, 429 10)",
     ]
