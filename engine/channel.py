@@ -53,3 +53,9 @@ class Channel(queue.Queue):
                     break
             self.not_full.notify(len(items))  # one waiting putter per slot freed
             return items
+
+    def wake_all(self) -> None:
+        """Wake every thread waiting to put or get, so each looks at its stop flags now."""
+        with self.mutex:
+            self.not_empty.notify_all()
+            self.not_full.notify_all()

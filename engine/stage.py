@@ -1,8 +1,8 @@
 """Running stages: worker threads, the queues between them, and the poison pill.
 
-Every blocking ``get``/``put`` here waits at most ``POLL_SECONDS`` and then
-looks at the stop flags again, so no thread can block forever on a queue
-whose other end has stopped.
+Every blocking ``get``/``put`` here waits at most one poll and then looks at
+the stop flags again, so no thread can block forever on a queue whose other
+end has stopped. A stop or an abandoned queue also wakes the waiters at once.
 """
 
 from __future__ import annotations
@@ -25,6 +25,14 @@ from engine.text import describe, short_repr
 log = logging.getLogger(__name__)
 
 POLL_SECONDS = 0.1  # longest wait before a blocked thread re-checks its stop flags
+# Idle threads of one stage wake at most this often in all: 10,000 threads polling every 0.1 s
+# would spend the GIL on nothing but waking and leave the monitor no time to send pills.
+_WAKEUPS_PER_SECOND = 5000
+
+
+def poll_seconds(threads: int) -> float:
+    """How long each of ``threads`` idle threads waiting on one queue waits before it looks again."""
+    return max(POLL_SECONDS, threads / _WAKEUPS_PER_SECOND)
 _CHUNK = 64  # most items moved under one lock acquisition
 _CHEAP_ITEM_SECONDS = 0.0002  # items faster than this travel in chunks
 _MAX_BUFFER_SECONDS = 0.05  # longest an output waits in a thread's buffer
@@ -61,12 +69,13 @@ class StageQueue:
     def abandon(self, reason: str) -> None:
         if self.abandoned is None:
             self.abandoned = reason
+        self.queue.wake_all()  # producers waiting for room see it now, not after their poll
 
-    def put_all(self, items: list[Any]) -> list[Any]:
+    def put_all(self, items: list[Any], poll: float = POLL_SECONDS) -> list[Any]:
         """Put ``items``, waiting while the queue is full; return those left if it was abandoned meanwhile."""
         done = 0
         while self.abandoned is None:
-            done += self.queue.put_many(items, done, timeout=POLL_SECONDS)
+            done += self.queue.put_many(items, done, timeout=poll)
             if done == len(items):
                 return []
         return items[done:]
@@ -112,6 +121,7 @@ class Stage:
         self.slots: list[_Slot] = []
         self.restarts = 0
         self.stop_event = threading.Event()
+        self.poll = poll_seconds(config.instances)
         self.stop_reason: str | None = None
         self.dead_reason: str | None = None
         self.started_at = 0.0
@@ -182,13 +192,14 @@ class Stage:
     def cancel(self) -> None:
         """Before the gate opens: every thread ends without building its worker or taking an item."""
         self.stop_event.set()
+        self.input.queue.wake_all()
 
     def stop(self, reason: str) -> None:
         """Take no new items: each thread ends after the item in hand; what is queued is lost with ``reason``."""
         if self.stop_reason is None and not self.finished:
             self.stop_reason = reason
         self.stop_event.set()
-        self.input.abandon(reason)
+        self.input.abandon(reason)  # also wakes this stage's threads waiting for items
 
     def supervise(self) -> None:
         """Called by the monitor: restart threads that died, notice when the stage has ended."""
@@ -318,7 +329,7 @@ class Stage:
         """
         source = self.input.queue
         try:
-            items = source.get_many(limit, POLL_SECONDS, until=PILL)
+            items = source.get_many(limit, self.poll, until=PILL)
         except queue.Empty:
             return []
         if self.config.batch_size is None or len(items) == limit or items[-1] is PILL:
@@ -329,7 +340,7 @@ class Stage:
             if remaining <= 0:
                 break
             try:
-                items += source.get_many(limit - len(items), min(remaining, POLL_SECONDS), until=PILL)
+                items += source.get_many(limit - len(items), min(remaining, self.poll), until=PILL)
             except queue.Empty:
                 pass
         return items
@@ -414,7 +425,7 @@ class _Outputs:
             return
         chunk, self._buffer = self._buffer, []
         for target in self._stage.outputs:
-            for output in target.put_all(chunk):
+            for output in target.put_all(chunk, self._stage.poll):
                 assert target.consumer is not None and target.abandoned is not None
                 target.consumer.record_lost(output, target.abandoned)
 
