@@ -8,6 +8,7 @@ import json
 import errno
 import logging
 import os
+import stat
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -59,6 +60,10 @@ class DeadLetterFile:
             if missing:
                 self._created.append(self.path)
             self._size = os.fstat(self._fd).st_size
+            _refuse_foreign(self.path, self._fd)
+        except DeadLetterError:
+            self.close()
+            raise
         except (OSError, ValueError) as exc:  # ValueError: a NUL byte in a path given in Python
             self._remove_created()
             reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
@@ -117,6 +122,30 @@ class DeadLetterFile:
             except OSError:
                 pass  # someone else put something there meanwhile: leave it
         self._created = []
+
+
+_ENTRY_START = b'{"'  # how every JSON line of objects begins, this file's own included
+
+
+def _refuse_foreign(path: Path, fd: int) -> None:
+    """Refuse a regular file that already holds something other than JSON lines of objects.
+
+    Appending JSON lines to it (the pipeline file itself, a report, a source file)
+    would corrupt it. Devices and pipes (/dev/null) are the user's choice.
+    """
+    status = os.fstat(fd)
+    if not stat.S_ISREG(status.st_mode) or status.st_size == 0:
+        return
+    try:
+        with open(path, "rb") as file:
+            start = file.read(len(_ENTRY_START))
+    except OSError:
+        return  # write-only for us: it cannot be checked, and writing it is what was asked
+    if start != _ENTRY_START:
+        raise DeadLetterError(
+            f"the dead-letter file {path} already holds something other than dead letters "
+            f"(it begins {start!r}); choose another path"
+        )
 
 
 def _dumps(entry: dict[str, Any]) -> str:

@@ -7,10 +7,14 @@ import threading
 import time
 import uuid
 
+import pytest
+
 from engine.channel import Channel
+from engine.dead_letter import DeadLetterError, DeadLetterFile, read_dead_letters
 from engine.report import EXIT_OK
 from tests.engine import workers
 from tests.engine.conftest import stage
+from yaml_reader import YamlPipelineExecutor
 
 
 def test_a_stage_of_thousands_of_idle_threads_ends(run_pipeline):
@@ -47,3 +51,31 @@ def test_waiting_takers_wake_at_once_when_woken():
     channel.wake_all()
     thread.join(10)
     assert outcome == ["woken"]
+
+
+def test_a_dead_letter_path_naming_the_pipeline_file_is_refused(tmp_path):
+    # Appending JSON lines to it would corrupt the very file the user runs.
+    path = tmp_path / "pipeline.yaml"
+    path.write_text(
+        f"dead_letter: {path}\n"
+        "queues: [{name: q}]\n"
+        "workers:\n"
+        f"  - {{name: Src, location: {workers.__name__}, class: Range, input_values: [[0, 4]], output_queues: q}}\n"
+        f"  - {{name: Sink, location: {workers.__name__}, class: FailSome, input_queue: q, params: {{every: 2}}}}\n"
+    )
+    before = path.read_bytes()
+    executor = YamlPipelineExecutor(path, run_dir=tmp_path / "runs")
+    with pytest.raises(DeadLetterError, match="already holds something other than dead letters"):
+        executor.run()
+    assert path.read_bytes() == before
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+
+
+def test_a_dead_letter_file_of_an_earlier_run_is_appended_to(tmp_path):
+    path = tmp_path / "failed.jsonl"
+    for _ in range(2):
+        dead_letters = DeadLetterFile(path)
+        dead_letters.open()
+        dead_letters.write("Sink", "failed", 1, "ValueError", "bad")
+        dead_letters.close()
+    assert [entry["item"] for entry in read_dead_letters(path)] == [1, 1]
