@@ -84,6 +84,7 @@ class DeadLetterFile:
                 try:
                     self._append(data)
                     self.count += 1
+                    self._check_not_removed()  # if it was, this entry is counted in unrecorded with the rest
                     return
                 except OSError as exc:
                     self._break(exc)
@@ -92,6 +93,8 @@ class DeadLetterFile:
     def close(self) -> None:
         with self._lock:
             if self._fd is not None:
+                if self.broken is None:
+                    self._check_not_removed()
                 os.close(self._fd)
                 self._fd = None
             if self.count == 0 and self.broken is None:
@@ -104,6 +107,18 @@ class DeadLetterFile:
         while view:
             view = view[os.write(self._fd, view):]
         self._size += len(data)
+
+    def _check_not_removed(self) -> None:
+        # Someone deleted the file (or its directory) during the run: what it held is gone
+        # with it, though every write "succeeded" into the unlinked inode.
+        try:
+            removed = os.fstat(self._fd).st_nlink == 0  # type: ignore[arg-type]
+        except OSError:
+            return
+        if removed and self.count:
+            self.unrecorded += self.count
+            self.count = 0
+            self._break(OSError(errno.ENOENT, "it was deleted during the run"))
 
     def _break(self, exc: OSError) -> None:
         try:  # keep only whole lines: a reader must never meet half an entry

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import queue
+import shutil
 import threading
 import time
 import uuid
@@ -79,3 +80,18 @@ def test_a_dead_letter_file_of_an_earlier_run_is_appended_to(tmp_path):
         dead_letters.write("Sink", "failed", 1, "ValueError", "bad")
         dead_letters.close()
     assert [entry["item"] for entry in read_dead_letters(path)] == [1, 1]
+
+
+@pytest.mark.parametrize("writes_after", [0, 1])
+def test_a_dead_letter_file_deleted_during_the_run_counts_its_entries_as_unrecorded(tmp_path, writes_after):
+    # Writes into an unlinked file succeed, but nobody can read them: the run must not say they are there.
+    path = tmp_path / "d" / "failed.jsonl"
+    dead_letters = DeadLetterFile(path)
+    dead_letters.open()
+    dead_letters.write("Sink", "failed", 1, "ValueError", "bad")
+    shutil.rmtree(tmp_path / "d")
+    for _ in range(writes_after):
+        dead_letters.write("Sink", "failed", 2, "ValueError", "bad")
+    dead_letters.close()
+    assert dead_letters.broken is not None and "deleted during the run" in dead_letters.broken
+    assert (dead_letters.count, dead_letters.unrecorded) == (0, 1 + writes_after)
