@@ -14,6 +14,8 @@ from engine.channel import Channel
 from engine.dead_letter import DeadLetterError, DeadLetterFile, read_dead_letters
 from engine.report import EXIT_OK
 from tests.engine import workers
+from workers.database import DatabaseUnavailable
+from workers.postgres_worker import PostgresWorker
 from tests.engine.conftest import stage
 from yaml_reader import YamlPipelineExecutor
 
@@ -95,3 +97,11 @@ def test_a_dead_letter_file_deleted_during_the_run_counts_its_entries_as_unrecor
     dead_letters.close()
     assert dead_letters.broken is not None and "deleted during the run" in dead_letters.broken
     assert (dead_letters.count, dead_letters.unrecorded) == (0, 1 + writes_after)
+
+
+@pytest.mark.parametrize("query", ["password=S3cretPW", "sslmode=require&sslpassword=S3cretPW", "PASSWORD=S3cretPW"])
+def test_a_password_given_as_a_query_parameter_is_masked_in_error_lines(query):
+    url = f"postgresql://u@127.0.0.1:1/db?{query}"
+    with pytest.raises(DatabaseUnavailable) as caught:
+        PostgresWorker.prepare_stage({"database_url": url})
+    assert "S3cretPW" not in str(caught.value) and "***" in str(caught.value)
