@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import os
 import queue
 import shutil
+import signal
+import socket
+import subprocess
+import sys
 import threading
 import time
 import uuid
+from pathlib import Path
 
 import pytest
 
@@ -18,6 +24,8 @@ from workers.database import DatabaseUnavailable
 from workers.postgres_worker import PostgresWorker
 from tests.engine.conftest import stage
 from yaml_reader import YamlPipelineExecutor
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def test_a_stage_of_thousands_of_idle_threads_ends(run_pipeline):
@@ -105,3 +113,31 @@ def test_a_password_given_as_a_query_parameter_is_masked_in_error_lines(query):
     with pytest.raises(DatabaseUnavailable) as caught:
         PostgresWorker.prepare_stage({"database_url": url})
     assert "S3cretPW" not in str(caught.value) and "***" in str(caught.value)
+
+
+def test_sigterm_while_the_price_server_is_probed_is_an_interrupt(tmp_path):
+    # Before the run installs its handlers, SIGTERM used to kill main.py silently (143).
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        env = {
+            **os.environ,
+            "PRICE_SERVER_URL": f"http://127.0.0.1:{listener.getsockname()[1]}",
+            "DATABASE_URL": f"sqlite:///{tmp_path / 'prices.db'}",
+        }
+        process = subprocess.Popen(
+            [sys.executable, "main.py", "--no-progress", "--run-dir", str(tmp_path / "runs"),
+             "--pipeline", "pipelines/wiki_crypto_pipeline.yaml"],
+            cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        )
+        try:
+            listener.settimeout(20)
+            connection, _ = listener.accept()  # the probe is waiting for an answer now
+            with connection:
+                process.send_signal(signal.SIGTERM)
+                _, stderr = process.communicate(timeout=20)
+        finally:
+            process.kill()
+            process.wait()
+    assert process.returncode == 130, stderr
+    assert stderr.strip().splitlines() == ["interrupted"]
