@@ -25,13 +25,13 @@ from engine.text import describe, short_repr
 log = logging.getLogger(__name__)
 
 POLL_SECONDS = 0.1  # longest wait before a blocked thread re-checks its stop flags
-# Idle threads of one stage wake at most this often in all: 10,000 threads polling every 0.1 s
+# Idle threads of a run wake at most this often in all: 10,000 threads polling every 0.1 s
 # would spend the GIL on nothing but waking and leave the monitor no time to send pills.
 _WAKEUPS_PER_SECOND = 5000
 
 
 def poll_seconds(threads: int) -> float:
-    """How long each of ``threads`` idle threads waiting on one queue waits before it looks again."""
+    """How long each of a run's ``threads`` waits on a queue before it looks at its stop flags again."""
     return max(POLL_SECONDS, threads / _WAKEUPS_PER_SECOND)
 _CHUNK = 64  # most items moved under one lock acquisition
 _CHEAP_ITEM_SECONDS = 0.0002  # items faster than this travel in chunks
@@ -110,6 +110,7 @@ class Stage:
         dead_letters: DeadLetterFile,
         wake: threading.Event,
         gate: threading.Event | None = None,
+        poll: float | None = None,
     ) -> None:
         self.config = config
         self.name = config.name
@@ -121,7 +122,7 @@ class Stage:
         self.slots: list[_Slot] = []
         self.restarts = 0
         self.stop_event = threading.Event()
-        self.poll = poll_seconds(config.instances)
+        self.poll = poll if poll is not None else poll_seconds(config.instances)
         self.stop_reason: str | None = None
         self.dead_reason: str | None = None
         self.started_at = 0.0
