@@ -10,9 +10,9 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 from collections.abc import Callable
 from pathlib import Path
-from collections.abc import Callable
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
@@ -77,6 +77,27 @@ exit codes:
 
 
 def main(argv: list[str] | None = None) -> int:
+    previous = _terminate_as_interrupt()
+    try:
+        return _main(argv)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _terminate_as_interrupt() -> Any:
+    """Until the run installs its own handlers, SIGTERM interrupts like Ctrl+C (exit 130, one line,
+    the private price server stopped) instead of killing the process silently with 143."""
+    if threading.current_thread() is not threading.main_thread():
+        return None  # only the main thread may set handlers (main() called from a test's thread)
+
+    def interrupt(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    return signal.signal(signal.SIGTERM, interrupt)
+
+
+def _main(argv: list[str] | None) -> int:
     load_dotenv(REPO_ROOT / ".env.local", override=False)
     args = _parse_args(argv)
     console = Console(stderr=True)

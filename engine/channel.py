@@ -63,3 +63,17 @@ class Channel(queue.Queue):
                     break
             self.not_full.notify(len(items))  # one waiting putter per slot freed
             return items
+
+    def wake_all(self) -> None:
+        """Wake every thread waiting to put or get, so each looks at its stop flags now.
+
+        Never blocks (it may run in a signal handler, in a thread that could hold the
+        queue's lock): if the lock is taken, the waiters still look within their poll.
+        """
+        if not self.mutex.acquire(blocking=False):
+            return
+        try:
+            self.not_empty.notify_all()
+            self.not_full.notify_all()
+        finally:
+            self.mutex.release()

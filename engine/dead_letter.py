@@ -8,6 +8,7 @@ import errno
 import json
 import logging
 import os
+import stat
 import threading
 from collections import Counter
 from collections.abc import Callable
@@ -64,6 +65,10 @@ class DeadLetterFile:
             if missing:
                 self._created.append(self.path)
             self._size = os.fstat(self._fd).st_size
+            _refuse_foreign(self.path, self._fd)
+        except DeadLetterError:
+            self.close()
+            raise
         except (OSError, ValueError) as exc:  # ValueError: a NUL byte in a path given in Python
             self._remove_created()
             reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
@@ -85,6 +90,7 @@ class DeadLetterFile:
                     self._append(data)
                     self.count += 1
                     self.kinds[kind] += 1
+                    self._check_not_removed()  # if it was, this entry is counted in unrecorded with the rest
                     return
                 except OSError as exc:
                     self._break(exc)
@@ -93,6 +99,8 @@ class DeadLetterFile:
     def close(self) -> None:
         with self._lock:
             if self._fd is not None:
+                if self.broken is None:
+                    self._check_not_removed()
                 os.close(self._fd)
                 self._fd = None
             if self.count == 0 and self.broken is None:
@@ -105,6 +113,18 @@ class DeadLetterFile:
         while view:
             view = view[os.write(self._fd, view):]
         self._size += len(data)
+
+    def _check_not_removed(self) -> None:
+        # Someone deleted the file (or its directory) during the run: what it held is gone
+        # with it, though every write "succeeded" into the unlinked inode.
+        try:
+            removed = os.fstat(self._fd).st_nlink == 0  # type: ignore[arg-type]
+        except OSError:
+            return
+        if removed and self.count:
+            self.unrecorded += self.count
+            self.count = 0
+            self._break(OSError(errno.ENOENT, "it was deleted during the run"))
 
     def _break(self, exc: OSError) -> None:
         try:  # keep only whole lines: a reader must never meet half an entry
@@ -123,6 +143,30 @@ class DeadLetterFile:
             except OSError:
                 pass  # someone else put something there meanwhile: leave it
         self._created = []
+
+
+_ENTRY_START = b'{"'  # how every JSON line of objects begins, this file's own included
+
+
+def _refuse_foreign(path: Path, fd: int) -> None:
+    """Refuse a regular file that already holds something other than JSON lines of objects.
+
+    Appending JSON lines to it (the pipeline file itself, a report, a source file)
+    would corrupt it. Devices and pipes (/dev/null) are the user's choice.
+    """
+    status = os.fstat(fd)
+    if not stat.S_ISREG(status.st_mode) or status.st_size == 0:
+        return
+    try:
+        with open(path, "rb") as file:
+            start = file.read(len(_ENTRY_START))
+    except OSError:
+        return  # write-only for us: it cannot be checked, and writing it is what was asked
+    if start != _ENTRY_START:
+        raise DeadLetterError(
+            f"the dead-letter file {path} already holds something other than dead letters "
+            f"(it begins {start!r}); choose another path"
+        )
 
 
 def _dumps(entry: dict[str, Any]) -> str:

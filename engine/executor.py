@@ -28,7 +28,7 @@ from engine.report import (
     describe_failures,
 )
 from engine.run_info import config_hash, project_version, utc_now
-from engine.stage import DIED, INTERRUPTED, Stage, StageQueue
+from engine.stage import DIED, INTERRUPTED, Stage, StageQueue, poll_seconds
 from engine.text import describe, one_line
 
 log = logging.getLogger(__name__)
@@ -244,6 +244,7 @@ class PipelineExecutor:
         queues = {name: StageQueue(name, q.maxsize) for name, q in self.config.queues.items()}
         stages: list[Stage] = []
         all_queues = list(queues.values())
+        poll = poll_seconds(sum(config.instances for config in self.config.stages))
         for config in self.config.stages:
             if config.input_queue is None:
                 # A source's values go through a queue of its own, so its threads share them out.
@@ -255,7 +256,7 @@ class PipelineExecutor:
                 source = queues[config.input_queue]
                 source.queue.preload(self._replay.get(config.name, ()))
             outputs = [queues[name] for name in config.output_queues]
-            stage = Stage(config, source, outputs, dead_letters, wake, gate)
+            stage = Stage(config, source, outputs, dead_letters, wake, gate, poll=poll)
             source.consumer = stage
             for output in outputs:
                 output.producers.append(stage)

@@ -1,8 +1,8 @@
 """Running stages: worker threads, the queues between them, and the poison pill.
 
-Every blocking ``get``/``put`` here waits at most ``POLL_SECONDS`` and then
-looks at the stop flags again, so no thread can block forever on a queue
-whose other end has stopped.
+Every blocking ``get``/``put`` here waits at most one poll and then looks at
+the stop flags again, so no thread can block forever on a queue whose other
+end has stopped. A stop or an abandoned queue also wakes the waiters at once.
 """
 
 from __future__ import annotations
@@ -26,6 +26,14 @@ from engine.text import describe, short_repr
 log = logging.getLogger(__name__)
 
 POLL_SECONDS = 0.1  # longest wait before a blocked thread re-checks its stop flags
+# Idle threads of a run wake at most this often in all: 10,000 threads polling every 0.1 s
+# would spend the GIL on nothing but waking and leave the monitor no time to send pills.
+_WAKEUPS_PER_SECOND = 5000
+
+
+def poll_seconds(threads: int) -> float:
+    """How long each of a run's ``threads`` waits on a queue before it looks at its stop flags again."""
+    return max(POLL_SECONDS, threads / _WAKEUPS_PER_SECOND)
 _CHUNK = 64  # most items moved under one lock acquisition
 _CHEAP_ITEM_SECONDS = 0.0002  # items faster than this travel in chunks
 _MAX_BUFFER_SECONDS = 0.05  # longest an output waits in a thread's buffer
@@ -63,12 +71,13 @@ class StageQueue:
     def abandon(self, reason: str) -> None:
         if self.abandoned is None:
             self.abandoned = reason
+        self.queue.wake_all()  # producers waiting for room see it now, not after their poll
 
-    def put_all(self, items: list[Any]) -> list[Any]:
+    def put_all(self, items: list[Any], poll: float = POLL_SECONDS) -> list[Any]:
         """Put ``items``, waiting while the queue is full; return those left if it was abandoned meanwhile."""
         done = 0
         while self.abandoned is None:
-            done += self.queue.put_many(items, done, timeout=POLL_SECONDS)
+            done += self.queue.put_many(items, done, timeout=poll)
             if done == len(items):
                 return []
         return items[done:]
@@ -105,6 +114,7 @@ class Stage:
         dead_letters: DeadLetterFile,
         wake: threading.Event,
         gate: threading.Event | None = None,
+        poll: float | None = None,
     ) -> None:
         self.config = config
         self.name = config.name
@@ -116,6 +126,7 @@ class Stage:
         self.slots: list[_Slot] = []
         self.restarts = 0
         self.stop_event = threading.Event()
+        self.poll = poll if poll is not None else poll_seconds(config.instances)
         self.stop_reason: str | None = None
         self._stop_kind = LOST  # the dead-letter kind of items not started because of the stop
         self.dead_reason: str | None = None
@@ -190,6 +201,7 @@ class Stage:
     def cancel(self) -> None:
         """Before the gate opens: every thread ends without building its worker or taking an item."""
         self.stop_event.set()
+        self.input.queue.wake_all()
 
     def stop(self, reason: str, kind: str = LOST) -> None:
         """Take no new items: each thread ends after the item (or batch) in hand.
@@ -200,7 +212,7 @@ class Stage:
         if self.stop_reason is None and not self.finished:
             self.stop_reason, self._stop_kind = reason, kind
         self.stop_event.set()
-        self.input.abandon(reason)
+        self.input.abandon(reason)  # also wakes this stage's threads waiting for items
 
     def supervise(self) -> None:
         """Called by the monitor: restart threads that died, notice when the stage has ended."""
@@ -336,7 +348,7 @@ class Stage:
         """
         source = self.input.queue
         try:
-            items = source.get_many(limit, POLL_SECONDS, until=PILL)
+            items = source.get_many(limit, self.poll, until=PILL)
         except queue.Empty:
             return []
         if self.config.batch_size is None or len(items) == limit or items[-1] is PILL:
@@ -347,7 +359,7 @@ class Stage:
             if remaining <= 0:
                 break
             try:
-                items += source.get_many(limit - len(items), min(remaining, POLL_SECONDS), until=PILL)
+                items += source.get_many(limit - len(items), min(remaining, self.poll), until=PILL)
             except queue.Empty:
                 pass
         return items
@@ -446,7 +458,7 @@ class _Outputs:
             return
         chunk, self._buffer = self._buffer, []
         for target in self._stage.outputs:
-            for output in target.put_all(chunk):
+            for output in target.put_all(chunk, self._stage.poll):
                 assert target.consumer is not None and target.abandoned is not None
                 target.consumer.record_lost(output, target.abandoned)
 

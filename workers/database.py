@@ -54,9 +54,16 @@ def normalize_database_url(url: str | URL) -> str:
 
 
 def mask_url(url: str | URL) -> str:
-    """``url`` with its password replaced by ``***``, for logs and messages."""
+    """``url`` with its password replaced by ``***``, for logs and messages.
+
+    That includes a password given as a query parameter (``?password=...``,
+    ``?sslpassword=...``), which libpq accepts as well as the ``user:password@`` form.
+    """
     try:
-        return make_url(url).render_as_string(hide_password=True)
+        parsed = make_url(url)
+        hidden = {key: "***" for key in parsed.query if "password" in key.lower()}
+        # Query values are percent-encoded when rendered; show the mask as the password's is.
+        return parsed.update_query_dict(hidden).render_as_string(hide_password=True).replace("%2A%2A%2A", "***")
     except Exception:  # an unparsable URL must not leak through an error message either
         return "<unparsable database URL>"
 

@@ -160,6 +160,8 @@ class EmbeddedPostgres:
         else:
             log.info("embedded PostgreSQL already running (pid %s), data in %s; sharing it",
                      postmaster.pid, self.pgdata)
+            if self._files.is_owner(postmaster):
+                self._files.record_owner(postmaster)  # a start cut short becomes an exact record
         if self._lease is None:  # a restart after the server went away keeps the use it had
             self._lease = self._files.add_lease()
         self._url = postmaster.url()
@@ -175,6 +177,9 @@ class EmbeddedPostgres:
         args = ["pg_ctl", "-D", str(self.pgdata), "-w", "-t", str(_START_TIMEOUT),
                 "-l", str(logfile), "-o", options, "start"]
         log_start = logfile.stat().st_size if logfile.exists() else 0  # the log is kept across runs
+        # Before pg_ctl: if this process is killed while it waits, the postmaster lives on, and
+        # the next run must still know that these runs started it (and so stop it).
+        self._files.record_starting(_START_TIMEOUT + 30)
         try:
             run_pg(args, user=user, timeout=_START_TIMEOUT + 30)
         except Exception as exc:
@@ -241,9 +246,24 @@ class _RunFiles:
     def record_owner(self, info: PidFile) -> None:
         _write_json(self.owner, {"pid": info.pid, "start_time": info.start_time})
 
+    def record_starting(self, within: float) -> None:
+        """Record that a postmaster is being started here and will be up within ``within`` seconds."""
+        _write_json(self.owner, {"starting_since": time.time(), "within": within})
+
     def is_owner(self, info: PidFile) -> bool:
-        """Whether the postmaster ``info`` describes is the one started here."""
-        return _read_json(self.owner) == {"pid": info.pid, "start_time": info.start_time}
+        """Whether the postmaster ``info`` describes is the one started here.
+
+        Also true for a postmaster that came up while a start here was under way (its
+        starter was killed before it could record the postmaster itself).
+        """
+        record = _read_json(self.owner)
+        if record == {"pid": info.pid, "start_time": info.start_time}:
+            return True
+        since, within = record.get("starting_since"), record.get("within")
+        if not isinstance(since, (int, float)) or not isinstance(within, (int, float)):
+            return False
+        # postmaster.pid has whole seconds: allow one on either side.
+        return since - 1 <= info.start_time <= since + within + 1
 
 
 def _alive(pid: int, create_time: object, slack: float) -> bool:

@@ -189,6 +189,35 @@ def test_after_a_crash_the_next_run_stops_the_server_when_it_ends(pgdata: Path, 
     assert not _servers(pgdata)
 
 
+def test_a_run_killed_while_pg_ctl_starts_the_server_leaves_it_to_the_next_run_to_stop(pgdata: Path) -> None:
+    # The postmaster outlives a run SIGKILLed during `pg_ctl -w start`, before that run could
+    # record it as its own; the next run used to take it for one started by hand and leave it up.
+    first = _python(USER, str(pgdata), "exit")
+    deadline = time.monotonic() + 30
+    while not _pg_ctl_starting(pgdata):
+        assert time.monotonic() < deadline and first.poll() is None, "pg_ctl start was never seen"
+        time.sleep(0.005)
+    first.send_signal(signal.SIGKILL)
+    first.wait(30)
+    deadline = time.monotonic() + 30
+    while not (servers := _servers(pgdata)):
+        assert time.monotonic() < deadline, "the postmaster did not come up"
+        time.sleep(0.05)
+    [postmaster] = servers
+
+    _run_user(pgdata)  # uses the running server, and stops it: these runs started it
+    assert _ended(postmaster), "the server outlived the last run that used it"
+    assert not _servers(pgdata)
+
+
+def _pg_ctl_starting(pgdata: Path) -> bool:
+    for proc in psutil.process_iter(["cmdline"]):
+        cmdline = proc.info["cmdline"] or []
+        if any(Path(part).name == "pg_ctl" for part in cmdline[:3]) and "start" in cmdline and str(pgdata) in cmdline:
+            return True
+    return False
+
+
 def test_two_runs_share_one_data_directory_and_the_last_one_stops_it() -> None:
     root = Path(tempfile.mkdtemp(prefix="pgtest-"))
     pgdata = root / "pgdata"
