@@ -75,9 +75,10 @@ class LiveView:
     def _headline(self, statuses: Sequence[StageStatus], rows: list["_Row"], now: float) -> Text:
         elapsed = f"elapsed {_duration(now - self._started)}"
         if self._interrupts:
-            running = [s for s in statuses if s.state == "running"]
-            in_flight = sum(s.busy for s in running)
-            queued = sum(s.queue_depth for s in running)
+            # A stopped stage still finishes the items in its threads' hands; only a stage still
+            # running (a sink, after the first interrupt) goes on taking what is queued for it.
+            in_flight = sum(s.busy for s in statuses)
+            queued = sum(s.queue_depth for s in statuses if s.state == "running")
             how = "stopping" if self._interrupts == 1 else "stopping fast"
             return Text(f"{self._title}  {how}: {in_flight} in flight, {queued} queued  {elapsed}", style="yellow")
         # The run's ETA is that of its slowest stage whose total is known (later stages follow it closely).

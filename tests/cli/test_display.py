@@ -160,6 +160,9 @@ def test_after_an_interrupt_the_view_says_it_is_stopping_and_what_remains():
     assert "stopping: 5 in flight, 12 queued" in text and "ETA" not in text.splitlines()[0]
     view.interrupted(2)
     assert "stopping fast: 5 in flight, 12 queued" in _show(view, clock, 3, *statuses)
+    # A stopped stage's threads still finish what they hold; its queue is no longer work to do.
+    statuses[1] = _status("PriceWorker", 40, 100, busy=3, queue_depth=5, state="stopped")
+    assert "stopping fast: 5 in flight, 7 queued" in _show(view, clock, 4, *statuses)
 
 
 def _report(exit_code: int, reason: str | None, dead_letters: int = 0, http: bool = False) -> RunReport:
