@@ -34,6 +34,8 @@ _WAKEUPS_PER_SECOND = 5000
 def poll_seconds(threads: int) -> float:
     """How long each of a run's ``threads`` waits on a queue before it looks at its stop flags again."""
     return max(POLL_SECONDS, threads / _WAKEUPS_PER_SECOND)
+
+
 _CHUNK = 64  # most items moved under one lock acquisition
 _CHEAP_ITEM_SECONDS = 0.0002  # items faster than this travel in chunks
 _MAX_BUFFER_SECONDS = 0.05  # longest an output waits in a thread's buffer
