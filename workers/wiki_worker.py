@@ -132,8 +132,8 @@ def read_column(
         raise LookupError(f"no table matching {where!r} on {source}")
 
     rows = [tr for tr in table.find_all("tr") if tr.find_parent("table") is table]
-    grid = _expand_spans(rows)
     n_header = _count_header_rows(rows)
+    grid = _expand_spans(rows, _header_width(rows[:n_header]))
     index = _column_index(grid[:n_header], column)
     if index is None:
         labels = ", ".join(_header_labels(rows[:n_header])) or "(none)"
@@ -263,8 +263,19 @@ def _check_params(*, table_id: Any, table_selector: Any, column: Any, limit: Any
         raise ValueError(f"ticker must be true or false, got {ticker!r}")
 
 
-def _expand_spans(rows: list[Tag]) -> list[list[Tag | None]]:
-    """One list of cells per row, a cell repeated in every grid slot its colspan/rowspan covers."""
+def _header_width(header: list[Tag]) -> int:
+    """How many columns the header rows define: the widest, spans counted (each capped)."""
+    widths = [sum(_span(cell, "colspan", _MAX_COLSPAN) for cell in tr.find_all(["td", "th"], recursive=False))
+              for tr in header]
+    return min(max(widths, default=1), _MAX_COLSPAN)
+
+
+def _expand_spans(rows: list[Tag], width: int) -> list[list[Tag | None]]:
+    """One list of cells per row, a cell repeated in every grid slot its colspan/rowspan covers.
+
+    Only the first ``width`` columns are kept: no column past the header's can be the one asked
+    for, and a hostile page's spans (colspan 1000 on 200,000 rows) must not build a grid of millions.
+    """
     grid: list[list[Tag | None]] = []
     carried: dict[int, tuple[Tag, int]] = {}  # column -> (cell from a row above, rows it still covers)
     for tr in rows:
@@ -279,9 +290,11 @@ def _expand_spans(rows: list[Tag]) -> list[list[Tag | None]]:
         for cell in tr.find_all(["td", "th"], recursive=False):
             while col in line:
                 col += 1
+            if col >= width:
+                break
             colspan = _span(cell, "colspan", _MAX_COLSPAN)
             rowspan = _span(cell, "rowspan", _MAX_ROWSPAN)
-            for c in range(col, col + colspan):
+            for c in range(col, min(col + colspan, width)):
                 line[c] = cell
                 if rowspan > 1:
                     carried[c] = (cell, rowspan - 1)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import tracemalloc
 from collections import Counter
 from collections.abc import Iterator, Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -574,3 +575,22 @@ def test_bundled_mock_server_page(request: pytest.FixtureRequest) -> None:
 def _own(counters: Mapping[str, float]) -> dict[str, float]:
     """The worker's own counters, without its HTTP client's (``http.*``)."""
     return {k: v for k, v in counters.items() if not k.startswith("http.")}
+
+
+def test_huge_spans_build_no_grid_wider_than_the_header() -> None:
+    # A hostile page: thousands of rows spanning a billion columns. Only the header's columns
+    # can hold the one asked for, so the grid stays as wide as the header, in memory as in time.
+    spans = '<tr><td colspan="1000000000">x</td></tr>' * 1500
+    html = (
+        "<table class='wikitable'><tr><th>Name</th><th>Symbol</th><th>Price</th></tr>"
+        f"{spans}<tr><td>Bitcoin</td><td>BTC</td><td>1</td></tr>"
+        "<tr><td>Ether</td><td colspan='1000000000'>ETH</td></tr></table>"
+    )
+    tracemalloc.start()
+    try:
+        values = extract_column(html)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert values == ["BTC", "ETH"]
+    assert peak < 8 * 2**20, f"{peak / 2**20:.0f} MiB"  # ~3 MiB; 15 with 1,000 columns a row
