@@ -357,22 +357,48 @@ def _each(callbacks: list[Callable[[list[StageStatus]], None]]) -> Callable[[lis
 
 def _handle_interrupts(executor: YamlPipelineExecutor, on_interrupt: Callable[[int], None] | None) -> dict[int, Any]:
     """SIGINT and SIGTERM interrupt the run: gently, then fast, then at once. ``on_interrupt`` hears the count."""
+    handler = _InterruptHandler(executor, on_interrupt)
+    previous: dict[int, Any] = {}
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        previous[signum] = signal.signal(signum, handler)
+    return previous
 
-    def interrupt(signum: int, frame: FrameType | None) -> None:
-        count = executor.interrupt()
-        if count >= 3:
+
+class _InterruptHandler:
+    """The signal handler of a run, safe when a signal arrives while it is still handling the last one.
+
+    Python may run a handler inside another (between any two bytecodes of the first), and
+    the first may be holding a lock of the executor's (setting a stop event, say). So a
+    nested call only counts its interrupt and returns; the outer call applies it. The third
+    interrupt exits at once, touching nothing that could be locked.
+    """
+
+    def __init__(self, executor: YamlPipelineExecutor, on_interrupt: Callable[[int], None] | None) -> None:
+        self._executor = executor
+        self._on_interrupt = on_interrupt
+        self._received = 0
+        self._applied = 0
+        self._busy = False  # only the main thread runs handlers, so a plain flag is enough
+
+    def __call__(self, signum: int, frame: FrameType | None) -> None:
+        self._received += 1
+        if self._received >= 3:
             # The user insists; writers have had two chances to flush. os.write: print() here could
             # meet the main thread inside a write to stderr.
             line = "interrupted a third time: exiting now; items in flight are not recorded\n"
-            os.write(2, (line + (_run_dir_line(executor) or "")).encode(errors="replace"))
+            os.write(2, (line + (_run_dir_line(self._executor) or "")).encode(errors="replace"))
             os._exit(EXIT_INTERRUPTED)
-        if on_interrupt is not None:
-            on_interrupt(count)
-
-    previous: dict[int, Any] = {}
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        previous[signum] = signal.signal(signum, interrupt)
-    return previous
+        if self._busy:
+            return  # the call this one interrupted applies it when it is done
+        self._busy = True
+        try:
+            while self._applied < self._received:
+                self._applied += 1
+                self._executor.interrupt()
+                if self._on_interrupt is not None:
+                    self._on_interrupt(self._applied)
+        finally:
+            self._busy = False
 
 
 def _show_db() -> int:

@@ -8,11 +8,14 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+
+from cli.app import _InterruptHandler
 
 REPO = Path(__file__).resolve().parents[2]
 MAIN = REPO / "main.py"
@@ -264,3 +267,53 @@ def test_a_third_interrupt_exits_at_once(tmp_path):
     _interrupt(process, 3)
     process.communicate(timeout=20)
     assert process.returncode == 130
+
+
+class _LockingExecutor:
+    """Stands in for the executor in the signal handler: ``interrupt()`` holds a plain lock, as
+    setting a stop event does, and a signal may arrive meanwhile (``signals_inside`` of them)."""
+
+    run_path = None
+
+    def __init__(self, signals_inside: int) -> None:
+        self.handler: Any = None
+        self.calls = 0
+        self._lock = threading.Lock()
+        self._signals_inside = signals_inside
+
+    def interrupt(self) -> int:
+        if not self._lock.acquire(timeout=2):
+            raise AssertionError("deadlock: the handler ran interrupt() inside interrupt()")
+        try:
+            self.calls += 1
+            while self._signals_inside:  # Python runs a handler between any two bytecodes
+                self._signals_inside -= 1
+                self.handler(signal.SIGINT, None)
+        finally:
+            self._lock.release()
+        return self.calls
+
+
+def test_an_interrupt_arriving_while_the_last_is_handled_is_applied_after_it_never_inside_it():
+    executor = _LockingExecutor(signals_inside=1)
+    heard: list[int] = []
+    executor.handler = _InterruptHandler(executor, heard.append)  # type: ignore[arg-type]
+    executor.handler(signal.SIGINT, None)
+    assert executor.calls == 2 and heard == [1, 2]
+
+
+def test_a_third_interrupt_arriving_while_the_second_is_handled_exits_at_once(monkeypatch):
+    exits: list[int] = []
+
+    def fake_exit(code: int) -> None:
+        exits.append(code)
+        raise SystemExit(code)
+
+    monkeypatch.setattr(os, "_exit", fake_exit)
+    executor = _LockingExecutor(signals_inside=0)
+    executor.handler = _InterruptHandler(executor, None)  # type: ignore[arg-type]
+    executor.handler(signal.SIGINT, None)
+    executor._signals_inside = 1  # the third comes while the second holds the lock
+    with pytest.raises(SystemExit):
+        executor.handler(signal.SIGINT, None)
+    assert exits == [130] and executor.calls == 2
