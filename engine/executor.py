@@ -139,10 +139,12 @@ class PipelineExecutor:
             wake, gate = threading.Event(), threading.Event()
             stages, queues = self._build(dead_letters, wake, gate)
             self._stages = stages
+            # Built before any thread starts: nothing that can raise may stand between the threads
+            # starting (they wait at the gate) and the gate opening.
+            self._monitor = Monitor(stages, queues, wake, self.config.monitor_interval, self._on_status)
             self._start_threads(stages, gate, dead_letters)
             if self._interrupts:
                 self._apply_interrupts()
-            self._monitor = Monitor(stages, queues, wake, self.config.monitor_interval, self._on_status)
         started, self._started_at = time.monotonic(), utc_now()
         log.info("pipeline %s: starting %d stages", self.config.name, len(stages))
         try:
