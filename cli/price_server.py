@@ -23,14 +23,15 @@ Any other URL (a remote host, https) is used as it is; the pipeline's own checks
 from __future__ import annotations
 
 import http.client
-import io
 import ipaddress
 import json
 import logging
 import socket
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 from urllib.parse import quote, urlsplit
+
+from workers.http_deadline import Deadline, DeadlineSocket
 
 if TYPE_CHECKING:
     from crypto_server import ServerProcess
@@ -161,32 +162,8 @@ def _get(host: str, port: int, target: str, deadline: float) -> tuple[int, str, 
             "Accept: application/json\r\nConnection: close\r\n\r\n"
         )
         sock.sendall(request.encode("ascii"))
-        response = http.client.HTTPResponse(_Connection(sock, deadline), method="GET")  # type: ignore[arg-type]
+        bound = Deadline()
+        bound.at = deadline
+        response = http.client.HTTPResponse(DeadlineSocket(sock, bound), method="GET")  # type: ignore[arg-type]
         response.begin()
         return response.status, response.getheader("Content-Type", ""), response.read(_MAX_BODY)
-
-
-class _Connection:
-    """What ``http.client.HTTPResponse`` reads from: a socket whose every read respects one deadline."""
-
-    def __init__(self, sock: socket.socket, deadline: float) -> None:
-        self._raw = _DeadlineReader(sock, deadline)
-
-    def makefile(self, mode: str, *args: Any) -> io.BufferedReader:
-        return io.BufferedReader(self._raw)
-
-
-class _DeadlineReader(io.RawIOBase):
-    def __init__(self, sock: socket.socket, deadline: float) -> None:
-        self._sock = sock
-        self._deadline = deadline
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: Any) -> int:
-        remaining = self._deadline - time.monotonic()
-        if remaining <= 0:
-            raise TimeoutError("deadline passed")
-        self._sock.settimeout(remaining)
-        return self._sock.recv_into(buffer)

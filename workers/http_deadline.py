@@ -112,11 +112,15 @@ class _DeadlineConnection:
 
     def response_class(self, sock: socket.socket, *args: Any, **kwargs: Any) -> http.client.HTTPResponse:
         """http.client builds the response with ``self.response_class(sock, ...)``: read it through the deadline."""
-        return http.client.HTTPResponse(_DeadlineSocket(sock, self._deadline), *args, **kwargs)
+        return http.client.HTTPResponse(DeadlineSocket(sock, self._deadline), *args, **kwargs)
 
 
-class _DeadlineSocket:
-    """What ``http.client.HTTPResponse`` uses of a socket (``makefile``), its reads bounded by a deadline."""
+class DeadlineSocket:
+    """What ``http.client.HTTPResponse`` uses of a socket (``makefile``), its reads bounded by a deadline.
+
+    Give it to ``HTTPResponse`` in place of the socket: the status line, headers and body
+    then all arrive before ``deadline.at``, however slowly the peer trickles them.
+    """
 
     __slots__ = ("_sock", "_deadline")
 
