@@ -226,8 +226,9 @@ class HttpClient:
         self._pool_size = pool_size
         self._pools = _Pools(self._deadline, pool_size)
         self._proxy_managers: dict[tuple[str, Any], urllib3.PoolManager] = {}
-        # Looked up once: requests re-reads the proxy settings on every request, a fifth of its CPU per GET.
-        self._environment_proxies = bool(urllib.request.getproxies())
+        # Looked up once, at the first request (most of a client's set-up cost, and a thread of a
+        # large pool may never send one); requests re-reads them on every request, a fifth of its CPU per GET.
+        self._environment_proxies: bool | None = None
 
     def get(
         self,
@@ -352,6 +353,8 @@ class HttpClient:
 
     def _proxy_for(self, url: str, proxies: Mapping[str, str] | None) -> str | None:
         """The proxy URL for ``url``: from ``proxies``, else from the environment (which ``NO_PROXY`` may exclude)."""
+        if self._environment_proxies is None:
+            self._environment_proxies = bool(urllib.request.getproxies())
         if not proxies and not self._environment_proxies:
             return None
         chosen = dict(proxies or {})
