@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import http.server
 import json
 import threading
 import time
@@ -12,6 +11,7 @@ from typing import Any
 import pytest
 import requests
 
+from tests.workers.test_http import _send, _Server
 from workers.price_client import PriceServerClient
 
 THREADS = 20
@@ -22,38 +22,23 @@ class _HeldServer:
 
     def __init__(self, answer: Callable[[int], int]) -> None:
         self.release = threading.Event()
-        self.hits: dict[str, int] = {}
-        self._lock = threading.Lock()
-        server = self
+        self._server = _Server()
+        self.url, self.hits = self._server.url, self._server.hits
 
-        class _Handler(http.server.BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def do_GET(self) -> None:  # noqa: N802 - the stdlib's name
-                with server._lock:
-                    n = server.hits[self.path] = server.hits.get(self.path, 0) + 1
-                server.release.wait(10)
+        def held(data: Any) -> Callable[[Any, int], None]:
+            def respond(request: Any, n: int) -> None:
+                self.release.wait(10)
                 status = answer(n)
-                data: Any = ["bitstamp", "kraken"] if self.path == "/exchanges" else {"last": "2020-04-30"}
-                body = json.dumps(data if status == 200 else {"error": "no"}).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
+                _send(request, status, json.dumps(data if status == 200 else {"error": "no"}).encode())
 
-            def log_message(self, *args: Any) -> None:
-                pass
+            return respond
 
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-        self.httpd.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+        self._server.routes["/exchanges"] = held(["bitstamp", "kraken"])
+        self._server.routes["/days"] = held({"last": "2020-04-30"})
 
     def close(self) -> None:
         self.release.set()
-        self.httpd.shutdown()
-        self.httpd.server_close()
+        self._server.close()
 
 
 def _ask_together(server: _HeldServer, ask: Callable[[PriceServerClient], Any]) -> list[Any]:
