@@ -1,0 +1,177 @@
+"""A cheap HTTP/1.1 load generator: one thread, non-blocking sockets and a selector.
+
+It exists so that a benchmark of the price server measures the server, not the
+client: a thread per connection (or ``requests``) costs the client more CPU per
+request than the server spends answering it, and on a 2-core machine the two
+compete. Here a request is one ``send`` of prepared bytes and its answer one or
+two ``recv`` calls and a search for the end of the headers, so the generator's
+CPU per request is a small fraction of the server's (both are reported).
+
+Only what the price server answers is understood: a status line, headers with a
+``Content-Length``, and that many bytes of body.
+"""
+
+from __future__ import annotations
+
+import errno
+import selectors
+import socket
+import time
+from dataclasses import dataclass, field
+
+from crypto_server.server import raise_open_file_limit
+
+_CONNECTING = (errno.EINPROGRESS, errno.EWOULDBLOCK, errno.EALREADY)
+
+
+@dataclass
+class LoadResult:
+    """What one run of the generator saw. Times are seconds from the start of the run."""
+
+    seconds: float  # start to the last answer (or to the end of a timed run)
+    answered: int  # answers with status 200
+    first_answer: float | None = None
+    last_answer: float | None = None
+    statuses: dict[int, int] = field(default_factory=dict)  # answers other than 200, by status
+    errors: dict[str, int] = field(default_factory=dict)  # connections that failed, by reason
+    client_cpu: float = 0.0  # CPU seconds this process spent in the run
+
+    @property
+    def failed(self) -> int:
+        return sum(self.statuses.values()) + sum(self.errors.values())
+
+
+class _Conn:
+    """One client connection: the request to send and the answer being read."""
+
+    __slots__ = ("sock", "pending", "buffer", "need", "done")
+
+    def __init__(self, sock: socket.socket, request: bytes) -> None:
+        self.sock = sock
+        self.pending = request  # bytes still to send
+        self.buffer = b""
+        self.need = -1  # total length of the answer once its headers are in, -1 before
+        self.done = 0  # answers received on this connection
+
+
+def run_load(
+    host: str,
+    port: int,
+    path: str,
+    *,
+    connections: int,
+    requests_per_connection: int = 1,
+    duration: float | None = None,
+    timeout: float = 30.0,
+) -> LoadResult:
+    """Open ``connections`` sockets at once and send ``GET path`` on each as soon as it connects.
+
+    Each connection sends its next request when the previous answer is complete
+    (keep-alive), ``requests_per_connection`` in all, or until ``duration``
+    seconds have passed if given; with ``requests_per_connection=1`` each
+    connection asks ``Connection: close`` and ends after its answer, so every
+    request costs the server an accept. The run gives up on what is still open
+    after ``timeout`` seconds.
+    """
+    raise_open_file_limit(connections + 64)
+    keep_alive = requests_per_connection > 1 or duration is not None
+    request = (
+        f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\n"
+        f"Connection: {'keep-alive' if keep_alive else 'close'}\r\n\r\n"
+    ).encode()
+    selector = selectors.DefaultSelector()
+    result = LoadResult(seconds=0.0, answered=0)
+    cpu0 = time.process_time()
+    start = time.perf_counter()
+    stop_sending = start + duration if duration is not None else None
+    deadline = start + timeout
+    open_conns = 0
+
+    def fail(conn: _Conn, reason: str) -> None:
+        nonlocal open_conns
+        result.errors[reason] = result.errors.get(reason, 0) + 1
+        close(conn)
+
+    def close(conn: _Conn) -> None:
+        nonlocal open_conns
+        selector.unregister(conn.sock)
+        conn.sock.close()
+        open_conns -= 1
+
+    for _ in range(connections):
+        sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+        sock.setblocking(False)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        code = sock.connect_ex((host, port))
+        conn = _Conn(sock, request)
+        selector.register(sock, selectors.EVENT_WRITE, conn)
+        open_conns += 1
+        if code not in (0, *_CONNECTING):
+            fail(conn, errno.errorcode.get(code, str(code)))
+
+    while open_conns:
+        now = time.perf_counter()
+        if now >= deadline:
+            result.errors["timeout"] = result.errors.get("timeout", 0) + open_conns
+            for key in list(selector.get_map().values()):
+                close(key.data)
+            break
+        for key, events in selector.select(min(deadline - now, 1.0)):
+            conn = key.data
+            if events & selectors.EVENT_WRITE:
+                try:
+                    sent = conn.sock.send(conn.pending)
+                except OSError as exc:
+                    fail(conn, errno.errorcode.get(exc.errno or 0, type(exc).__name__))
+                    continue
+                conn.pending = conn.pending[sent:]
+                if not conn.pending:
+                    selector.modify(conn.sock, selectors.EVENT_READ, conn)
+                continue
+            try:
+                data = conn.sock.recv(65536)
+            except OSError as exc:
+                fail(conn, errno.errorcode.get(exc.errno or 0, type(exc).__name__))
+                continue
+            if not data:
+                fail(conn, "closed by the server")
+                continue
+            conn.buffer += data
+            if conn.need < 0:
+                end = conn.buffer.find(b"\r\n\r\n")
+                if end < 0:
+                    continue
+                head = conn.buffer[:end].lower()
+                at = head.find(b"content-length:")
+                length = int(head[at + 15 : head.find(b"\r\n", at) if head.find(b"\r\n", at) > 0 else None]) if at >= 0 else 0
+                conn.need = end + 4 + length
+            if len(conn.buffer) < conn.need:
+                continue
+            status = int(conn.buffer[9:12])
+            conn.buffer = conn.buffer[conn.need :]
+            conn.need = -1
+            conn.done += 1
+            now = time.perf_counter() - start
+            if result.first_answer is None:
+                result.first_answer = now
+            result.last_answer = now
+            if status == 200:
+                result.answered += 1
+            else:
+                result.statuses[status] = result.statuses.get(status, 0) + 1
+            more = conn.done < requests_per_connection if stop_sending is None else time.perf_counter() < stop_sending
+            if more:  # send at once: a request this small fits in the socket buffer
+                try:
+                    sent = conn.sock.send(request)
+                except OSError as exc:
+                    fail(conn, errno.errorcode.get(exc.errno or 0, type(exc).__name__))
+                    continue
+                if sent < len(request):
+                    conn.pending = request[sent:]
+                    selector.modify(conn.sock, selectors.EVENT_WRITE, conn)
+            else:
+                close(conn)
+    selector.close()
+    result.seconds = time.perf_counter() - start
+    result.client_cpu = time.process_time() - cpu0
+    return result
