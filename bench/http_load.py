@@ -18,6 +18,7 @@ import selectors
 import socket
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 from crypto_server.server import raise_open_file_limit
 
@@ -44,14 +45,37 @@ class LoadResult:
 class _Conn:
     """One client connection: the request to send and the answer being read."""
 
-    __slots__ = ("sock", "pending", "buffer", "need", "done")
+    __slots__ = ("sock", "pending", "buffer", "need", "closing", "done")
 
     def __init__(self, sock: socket.socket, request: bytes) -> None:
         self.sock = sock
         self.pending = request  # bytes still to send
         self.buffer = b""
         self.need = -1  # total length of the answer once its headers are in, -1 before
+        self.closing = False  # the answer said Connection: close
         self.done = 0  # answers received on this connection
+
+    def answer(self) -> int | None:
+        """The status of the answer in the buffer once it is complete (and drop it), else None."""
+        if self.need < 0:
+            end = self.buffer.find(b"\r\n\r\n")
+            if end < 0:
+                return None
+            head = self.buffer[:end].lower()
+            at = head.find(b"\ncontent-length:")
+            length = int(head[at + 16 :].split(b"\r\n", 1)[0]) if at >= 0 else 0
+            self.need = end + 4 + length
+            self.closing = b"\nconnection: close" in head
+        if len(self.buffer) < self.need:
+            return None
+        status = int(self.buffer[9:12])
+        self.buffer, self.need = self.buffer[self.need :], -1
+        self.done += 1
+        return status
+
+
+def _reason(exc: OSError) -> str:
+    return errno.errorcode.get(exc.errno or 0, type(exc).__name__)
 
 
 def run_load(
@@ -70,8 +94,9 @@ def run_load(
     (keep-alive), ``requests_per_connection`` in all, or until ``duration``
     seconds have passed if given; with ``requests_per_connection=1`` each
     connection asks ``Connection: close`` and ends after its answer, so every
-    request costs the server an accept. The run gives up on what is still open
-    after ``timeout`` seconds.
+    request costs the server an accept. A server that closes connections after
+    each answer (werkzeug's) gets a new connection for the next request. The run
+    gives up on what is still open after ``timeout`` seconds.
     """
     raise_open_file_limit(connections + 64)
     keep_alive = requests_per_connection > 1 or duration is not None
@@ -79,98 +104,89 @@ def run_load(
         f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\n"
         f"Connection: {'keep-alive' if keep_alive else 'close'}\r\n\r\n"
     ).encode()
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
     selector = selectors.DefaultSelector()
     result = LoadResult(seconds=0.0, answered=0)
     cpu0 = time.process_time()
     start = time.perf_counter()
     stop_sending = start + duration if duration is not None else None
     deadline = start + timeout
-    open_conns = 0
 
-    def fail(conn: _Conn, reason: str) -> None:
-        nonlocal open_conns
-        result.errors[reason] = result.errors.get(reason, 0) + 1
-        close(conn)
+    def count(table: dict, key: Any) -> None:
+        table[key] = table.get(key, 0) + 1
 
-    def close(conn: _Conn) -> None:
-        nonlocal open_conns
+    def close(conn: _Conn, failure: str | None = None) -> None:
+        if failure is not None:
+            count(result.errors, failure)
         selector.unregister(conn.sock)
         conn.sock.close()
-        open_conns -= 1
 
-    for _ in range(connections):
-        sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    def connect(done: int = 0) -> None:
+        sock = socket.socket(family, socket.SOCK_STREAM)
         sock.setblocking(False)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         code = sock.connect_ex((host, port))
         conn = _Conn(sock, request)
+        conn.done = done
         selector.register(sock, selectors.EVENT_WRITE, conn)
-        open_conns += 1
         if code not in (0, *_CONNECTING):
-            fail(conn, errno.errorcode.get(code, str(code)))
+            close(conn, errno.errorcode.get(code, str(code)))
 
-    while open_conns:
+    def send(conn: _Conn) -> None:
+        try:
+            sent = conn.sock.send(conn.pending)
+        except OSError as exc:
+            close(conn, _reason(exc))
+            return
+        conn.pending = conn.pending[sent:]
+        selector.modify(conn.sock, selectors.EVENT_WRITE if conn.pending else selectors.EVENT_READ, conn)
+
+    for _ in range(connections):
+        connect()
+
+    while selector.get_map():
         now = time.perf_counter()
         if now >= deadline:
-            result.errors["timeout"] = result.errors.get("timeout", 0) + open_conns
             for key in list(selector.get_map().values()):
-                close(key.data)
+                close(key.data, "timeout")
             break
         for key, events in selector.select(min(deadline - now, 1.0)):
             conn = key.data
             if events & selectors.EVENT_WRITE:
-                try:
-                    sent = conn.sock.send(conn.pending)
-                except OSError as exc:
-                    fail(conn, errno.errorcode.get(exc.errno or 0, type(exc).__name__))
-                    continue
-                conn.pending = conn.pending[sent:]
-                if not conn.pending:
-                    selector.modify(conn.sock, selectors.EVENT_READ, conn)
+                send(conn)
                 continue
             try:
                 data = conn.sock.recv(65536)
             except OSError as exc:
-                fail(conn, errno.errorcode.get(exc.errno or 0, type(exc).__name__))
+                close(conn, _reason(exc))
                 continue
             if not data:
-                fail(conn, "closed by the server")
+                close(conn, "closed by the server")
                 continue
             conn.buffer += data
-            if conn.need < 0:
-                end = conn.buffer.find(b"\r\n\r\n")
-                if end < 0:
-                    continue
-                head = conn.buffer[:end].lower()
-                at = head.find(b"content-length:")
-                length = int(head[at + 15 : head.find(b"\r\n", at) if head.find(b"\r\n", at) > 0 else None]) if at >= 0 else 0
-                conn.need = end + 4 + length
-            if len(conn.buffer) < conn.need:
+            status = conn.answer()
+            if status is None:
                 continue
-            status = int(conn.buffer[9:12])
-            conn.buffer = conn.buffer[conn.need :]
-            conn.need = -1
-            conn.done += 1
-            now = time.perf_counter() - start
+            elapsed = time.perf_counter() - start
             if result.first_answer is None:
-                result.first_answer = now
-            result.last_answer = now
+                result.first_answer = elapsed
+            result.last_answer = elapsed
             if status == 200:
                 result.answered += 1
             else:
-                result.statuses[status] = result.statuses.get(status, 0) + 1
-            more = conn.done < requests_per_connection if stop_sending is None else time.perf_counter() < stop_sending
-            if more:  # send at once: a request this small fits in the socket buffer
-                try:
-                    sent = conn.sock.send(request)
-                except OSError as exc:
-                    fail(conn, errno.errorcode.get(exc.errno or 0, type(exc).__name__))
-                    continue
-                if sent < len(request):
-                    conn.pending = request[sent:]
-                    selector.modify(conn.sock, selectors.EVENT_WRITE, conn)
+                count(result.statuses, status)
+            if stop_sending is None:
+                more = conn.done < requests_per_connection
             else:
+                more = time.perf_counter() < stop_sending
+            if not more:
                 close(conn)
+            elif conn.closing:
+                close(conn)
+                connect(conn.done)
+            else:
+                conn.pending = request
+                send(conn)
     selector.close()
     result.seconds = time.perf_counter() - start
     result.client_cpu = time.process_time() - cpu0
