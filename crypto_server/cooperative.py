@@ -41,9 +41,8 @@ class _Handler(WSGIHandler):
     idle_timeout: float = 60.0
 
     def __init__(self, sock: Any, address: Any, server: _GeventWSGIServer) -> None:
-        # pywsgi writes the headers and the body in two sends; without TCP_NODELAY the
-        # body of every keep-alive answer but the first waits ~40 ms for the client's
-        # delayed ACK.
+        # Without TCP_NODELAY the last piece of an answer larger than a segment (the wiki
+        # page) waits ~40 ms for the client's delayed ACK on a keep-alive connection.
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         sock.settimeout(self.idle_timeout)
         super().__init__(sock, address, server)
@@ -59,6 +58,9 @@ class _Handler(WSGIHandler):
             super()._write_with_headers(b"")  # builds the headers and "sends" them: held
         finally:
             self._hold = False
+        # Logged before the answer leaves, as werkzeug does: a client that has its answer
+        # can count on the line being there.
+        self._log_line(self._orig_status or "-")
         self._write(data)  # the body (chunk-framed if need be), sent with the headers
         if self._held is not None:  # no body (204, HEAD): the headers alone
             self._sendall(b"")
@@ -79,11 +81,20 @@ class _Handler(WSGIHandler):
         finally:
             server.busy -= 1
 
+    _logged = False  # this request's line is written
+
     def log_request(self) -> None:
+        # Called once the answer is sent; only pywsgi's own error answers (400, 414) are not
+        # logged by then.
+        if not self._logged:
+            self._log_line(self.status if isinstance(self.status, str) else "-")
+        self._logged = False
+
+    def _log_line(self, status: str) -> None:
+        self._logged = True
         if _log.isEnabledFor(logging.DEBUG):  # the line werkzeug's server logs
-            status = (self._orig_status or self.status or "-").split()[0]
             address = self.client_address[0] if isinstance(self.client_address, tuple) else self.client_address
-            _log.debug('%s "%s" %s %s', address, self.requestline, status, self.response_length)
+            _log.debug('%s "%s" %s -', address, self.requestline, status.split()[0])
 
     def log_error(self, msg: str, *args: Any) -> None:
         # A client's doing (a malformed request line, say), as with werkzeug.
@@ -105,14 +116,13 @@ class CooperativeServer:
     ``sock`` is a bound, listening socket; it is owned (and closed) from here on.
     """
 
-    multithread = False
-
     def __init__(self, app: Any, sock: socket.socket, idle_timeout: float) -> None:
         self.app = app
         self._sock = sock
         self.host, self.port = sock.getsockname()[:2]
         self._idle_timeout = idle_timeout
-        self._lock = threading.Lock()  # guards _loop, _stop_requested and _stopping between the hub's thread and stop()
+        # Guards _loop, _stop_requested and _stopping, shared by the hub's thread and shutdown().
+        self._lock = threading.Lock()
         self._loop: Any = None
         self._stop_requested: Event | None = None
         self._stopping = False

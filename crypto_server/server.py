@@ -82,7 +82,7 @@ def _bind(app: Any, host: str, port: int, server: str = "werkzeug") -> Any:
 
     Raises ``OSError`` with a one-line message such as
     ``cannot listen on 127.0.0.1:5000: address already in use``, ``ImportError``
-    for ``"gevent"`` when gevent is not installed.
+    for ``"gevent"`` when gevent is not installed, ``ValueError`` for another name.
     """
     if server not in SERVERS:
         raise ValueError(f"server must be one of {', '.join(SERVERS)}, got {server!r}")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import http.client
 import socket
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -145,3 +146,13 @@ def test_the_child_process_serves_with_gevent_unless_told_otherwise() -> None:
             finally:
                 conn.close()
             assert child.stats()["requests"] == 1
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="psutil reads another process's limits on Linux")
+def test_the_child_process_may_hold_thousands_of_connections() -> None:
+    import psutil
+
+    with crypto_server.start_server_process(assets=3) as child:
+        soft, hard = psutil.Process(child.pid).rlimit(psutil.RLIMIT_NOFILE)
+    assert soft == hard or soft >= 65536
