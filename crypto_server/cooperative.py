@@ -47,6 +47,15 @@ class _Handler(WSGIHandler):
         sock.settimeout(self.idle_timeout)
         super().__init__(sock, address, server)
 
+    def handle(self) -> None:
+        rfile = self.rfile
+        try:
+            super().handle()
+        finally:
+            # pywsgi drops its reader without closing it, which keeps the socket open until the
+            # garbage collector runs, maybe after the hub is gone ("operation on destroyed loop").
+            rfile.close()
+
     # pywsgi sends the headers and the body in two calls; joining them saves a system call
     # and a packet per answer, for the client too. _held is the header block on its way.
     _hold = False
