@@ -23,6 +23,7 @@ from typing import Any
 from crypto_server.server import raise_open_file_limit
 
 _CONNECTING = (errno.EINPROGRESS, errno.EWOULDBLOCK, errno.EALREADY)
+_CONNECT_BATCH = 50
 
 
 @dataclass
@@ -88,7 +89,8 @@ def run_load(
     duration: float | None = None,
     timeout: float = 30.0,
 ) -> LoadResult:
-    """Open ``connections`` sockets at once and send ``GET path`` on each as soon as it connects.
+    """Open ``connections`` sockets (50 at a time, serving those ready in between) and send
+    ``GET path`` on each as soon as it connects.
 
     Each connection sends its next request when the previous answer is complete
     (keep-alive), ``requests_per_connection`` in all, or until ``duration``
@@ -141,16 +143,20 @@ def run_load(
         conn.pending = conn.pending[sent:]
         selector.modify(conn.sock, selectors.EVENT_WRITE if conn.pending else selectors.EVENT_READ, conn)
 
-    for _ in range(connections):
-        connect()
-
-    while selector.get_map():
+    to_open = connections
+    while to_open or selector.get_map():
+        # Connections are opened a batch at a time, with the sockets ready in between served
+        # at once: the first requests go out while the last connections are still being made,
+        # as they would from many clients.
+        for _ in range(min(to_open, _CONNECT_BATCH)):
+            connect()
+        to_open -= min(to_open, _CONNECT_BATCH)
         now = time.perf_counter()
         if now >= deadline:
             for key in list(selector.get_map().values()):
                 close(key.data, "timeout")
             break
-        for key, events in selector.select(min(deadline - now, 1.0)):
+        for key, events in selector.select(0 if to_open else min(deadline - now, 1.0)):
             conn = key.data
             if events & selectors.EVENT_WRITE:
                 send(conn)

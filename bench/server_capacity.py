@@ -11,9 +11,10 @@ the machine was: it is what one core spends per request.
 
 Three measurements, each the best of ``repeats`` (fewest failures, then fastest):
 
-- **burst**: ``burst`` connections opened at once at ``--sleep 1``, one
-  ``GET /price/...`` each (``Connection: close``); the time from the first
-  connect to the last answer. 1 s is the floor; the rest is what the server adds
+- **burst**: ``burst`` connections opened as fast as one thread can (50 at a
+  time, the requests of those already connected sent in between) at
+  ``--sleep 1``, one ``GET /price/...`` each (``Connection: close``); the time
+  from the first connect to the last answer. 1 s is the floor; the rest is what the server adds
   (accepting, parsing, Flask, writing). The server's peak of requests in flight
   says whether it held them all at once.
 - **sustained**: ``connections`` keep-alive connections at ``--sleep 0`` for
