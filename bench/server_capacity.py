@@ -38,9 +38,12 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from typing import Any
 from urllib.parse import urlsplit
 
 import psutil
+
+from crypto_server import ServerProcess
 
 from bench.common import ScenarioResult, at_least, at_most
 from bench.context import Context
@@ -90,7 +93,7 @@ class Measure:
     def client_cpu_per_request(self) -> float:
         return self.load.client_cpu / self.requests if self.requests else float("nan")
 
-    def details(self) -> dict:
+    def details(self) -> dict[str, Any]:
         return {
             **asdict(self.load),
             "requests": self.requests,
@@ -102,7 +105,7 @@ class Measure:
         }
 
 
-def _measure(server, generate: Callable[[str, int], LoadResult]) -> Measure:
+def _measure(server: ServerProcess, generate: Callable[[str, int], LoadResult]) -> Measure:
     """Run ``generate(host, port)`` against ``server`` and read the server's CPU around it."""
     parts = urlsplit(server.url)
     process = psutil.Process(server.pid)
