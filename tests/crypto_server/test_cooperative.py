@@ -94,7 +94,8 @@ def test_stop_closes_idle_connections_and_lets_requests_in_flight_finish(
     answers: list[int] = []
     slow = threading.Thread(target=lambda: answers.append(requests.get(handle.url + PATH, timeout=TIMEOUT).status_code))
     slow.start()
-    while handle.stats.in_flight == 0:
+    waited = time.monotonic()
+    while handle.stats.in_flight == 0 and time.monotonic() - waited < TIMEOUT:
         time.sleep(0.01)
     start = time.monotonic()
     handle.stop()
