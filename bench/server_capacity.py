@@ -31,21 +31,28 @@ The goal for the sustained rate is 3x the request rate the pipeline reaches
 that saturates first would hide the pipeline's own limits. On a machine where
 the load generator and the server share 2 cores, the rate measured is bounded by
 both; capacity per core is the figure to compare.
+
+To compare the two WSGI servers alone (``python -m bench`` measures the default)::
+
+    python -m bench.server_capacity --server werkzeug [--quick] [--burst 500]
 """
 
 from __future__ import annotations
 
+import argparse
 import logging
+import sys
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 from urllib.parse import urlsplit
 
 import psutil
 
-from crypto_server import ServerProcess
+from crypto_server import ServerProcess, ServerProcessError
+from crypto_server.server import SERVERS
 
-from bench.common import ScenarioResult, at_least, at_most
+from bench.common import ScenarioResult, at_least, at_most, load_average, render_table
 from bench.context import Context
 from bench.http_load import LoadResult, run_load
 from bench.services import price_server
@@ -65,6 +72,7 @@ class Params:
     seconds: float  # length of one sustained run
     accepts: int  # connections of the accept run
     repeats: int
+    server: str | None = None  # the price server's WSGI server; None: its default (gevent if installed)
 
 
 FULL = Params(burst=5000, connections=50, seconds=5.0, accepts=3000, repeats=3)
@@ -114,7 +122,12 @@ def _measure(server: ServerProcess, generate: Callable[[str, int], LoadResult]) 
     load = generate(parts.hostname or "127.0.0.1", parts.port or 80)
     after = process.cpu_times()
     cpu = (after.user - before.user) + (after.system - before.system)
-    return Measure(load, cpu, server.stats()["peak_in_flight"])
+    try:
+        peak = server.stats()["peak_in_flight"]
+    except ServerProcessError as exc:  # a server swamped by the load: the figures say the rest
+        log.warning("%s", exc)
+        peak = -1
+    return Measure(load, cpu, peak)
 
 
 def _best(measures: list[Measure], key: Callable[[Measure], float]) -> Measure:
@@ -131,7 +144,7 @@ def run(ctx: Context, params: Params) -> ScenarioResult:
     bursts: list[Measure] = []
     sustained: list[Measure] = []
     accepts: list[Measure] = []
-    with price_server(sleep=1.0, seed=1) as server:
+    with price_server(sleep=1.0, seed=1, server_kind=params.server) as server:
         run_load("127.0.0.1", int(urlsplit(server.url).port or 80), PATH, connections=1)  # warm-up
         for attempt in range(params.repeats):
             one = _measure(server, lambda h, p: run_load(h, p, PATH, connections=params.burst, timeout=30))
@@ -141,7 +154,7 @@ def run(ctx: Context, params: Params) -> ScenarioResult:
                 one.load.failed, one.load.statuses, one.load.errors, one.peak_in_flight,
             )  # fmt: skip
             bursts.append(one)
-    with price_server(sleep=0.0, seed=1) as server:
+    with price_server(sleep=0.0, seed=1, server_kind=params.server) as server:
         for attempt in range(params.repeats):
             one = _measure(
                 server, lambda h, p: run_load(h, p, PATH, connections=params.connections, duration=params.seconds)
@@ -179,7 +192,8 @@ def run(ctx: Context, params: Params) -> ScenarioResult:
         "s",
         goal=f"< {BURST_GOAL:g} s",
         passed=seconds < BURST_GOAL and not burst.load.failed,
-        note=f"first answer {burst.load.first_answer or 0:.2f}s, peak in flight {burst.peak_in_flight}; "
+        note=f"first answer {burst.load.first_answer or 0:.2f}s, "
+        + f"peak in flight {burst.peak_in_flight if burst.peak_in_flight >= 0 else 'unknown'}; "
         + _note(burst),
     )
     result.add(
@@ -210,3 +224,24 @@ def run(ctx: Context, params: Params) -> ScenarioResult:
         note=f"server {accept.server_cpu_per_request * 1e6:.0f} us/connection; " + _note(accept),
     )
     return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    """This scenario alone, with the WSGI server chosen: prints the table and the load average."""
+    parser = argparse.ArgumentParser(prog="python -m bench.server_capacity", description=main.__doc__)
+    parser.add_argument("--server", choices=SERVERS, help="the price server's WSGI server (default: its default)")
+    parser.add_argument("--quick", action="store_true", help="one repeat and shorter runs")
+    parser.add_argument("--burst", type=int, help="concurrent requests at sleep 1 (default: 5000)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    load_before = load_average()
+    with Context(quick=args.quick) as ctx:
+        params = replace(QUICK if args.quick else FULL, server=args.server)
+        result = run(ctx, replace(params, burst=args.burst or params.burst))
+    print(render_table(result.figures))
+    print(f"server {args.server or 'default'}; load average before {load_before}, after {load_average()}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
