@@ -28,7 +28,8 @@ from engine.report import (
     describe_failures,
 )
 from engine.run_info import config_hash, project_version, utc_now
-from engine.stage import DIED, INTERRUPTED, Stage, StageQueue, poll_seconds
+from engine.sizing import run_warning, source_warning
+from engine.stage import DIED, DONE, INTERRUPTED, Stage, StageQueue, poll_seconds
 from engine.text import describe, one_line
 
 log = logging.getLogger(__name__)
@@ -142,9 +143,11 @@ class PipelineExecutor:
             # The monitor reports while thousands of threads start; it supervises once the run is open.
             self._monitor = Monitor(stages, queues, wake, self.config.monitor_interval, self._on_status)
             started, self._started_at = time.monotonic(), utc_now()
+            self._start_threads(stages, dead_letters)
             log.info("pipeline %s: starting %d stages, %d threads", self.config.name, len(stages),
                      sum(stage.config.instances for stage in stages))
-            self._start_threads(stages, dead_letters)
+            for line in filter(None, (source_warning(stage.config) for stage in stages)):
+                log.warning("%s", line)
             if self._interrupts:
                 self._apply_interrupts()
         try:
@@ -160,6 +163,7 @@ class PipelineExecutor:
             _join(stages)
             self._monitor.join()
             dead_letters.close()
+        self._warn_idle_threads()
         return self._report(time.monotonic() - started, dead_letters)
 
     def interrupt(self) -> int:
@@ -230,6 +234,17 @@ class PipelineExecutor:
                 f"stage {stage.name} cannot start: the system refused thread {len(stage.slots)} of "
                 f"{stage.config.instances} ({describe(exc)}); lower its instances"
             ) from None
+
+    def _warn_idle_threads(self) -> None:
+        # Only a run that went its course says how many threads its input kept busy; a source
+        # was judged before it started.
+        if self._interrupts:
+            return
+        for stage in self._stages:
+            if stage.state == DONE and not stage.config.is_source:
+                line = run_warning(stage.name, stage.config.instances, stage.peak_busy)
+                if line:
+                    log.warning("%s", line)
 
     def _dead_letters_broken(self, reason: str) -> None:
         # Called from whichever thread failed to write. Items that fail from now on cannot be
