@@ -13,6 +13,9 @@ from collections.abc import Sequence
 from typing import Any
 
 
+_FIRST_WOKEN = 4  # takers woken at once by preload/put_sentinels; each wakes one more as it takes
+
+
 class Channel(queue.Queue):
     """A bounded FIFO queue with ``put_many`` and ``get_many``."""
 
@@ -45,8 +48,8 @@ class Channel(queue.Queue):
         """Put every one of ``items`` now, even past ``maxsize``: for items known before the run starts.
 
         Later puts wait until the queue is back under ``maxsize``, so it stays bounded from then on.
-        It wakes one waiting taker, which wakes the next (see :meth:`get_many`): waking thousands
-        at once would have them all fight for the GIL while this thread still holds the lock.
+        It wakes a few waiting takers, each of which wakes the next (see :meth:`get_many`): waking
+        thousands at once would have them all fight for the GIL while this thread still holds the lock.
         """
         with self.not_empty:
             self._extend(items)
@@ -70,7 +73,7 @@ class Channel(queue.Queue):
         self.queue.extend(items)
         self.unfinished_tasks += len(items)
         if items:
-            self.not_empty.notify()
+            self.not_empty.notify(min(len(items), _FIRST_WOKEN))
 
     def get_many(self, limit: int, timeout: float, until: Any = None) -> list[Any]:
         """Take up to ``limit`` items, waiting up to ``timeout`` for the first one.

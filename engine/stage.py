@@ -43,6 +43,8 @@ def poll_seconds(threads: int) -> float:
     return max(POLL_SECONDS, threads / _WAKEUPS_PER_SECOND)
 
 
+_STARTERS = 4  # threads that start a stage's threads together (see _start_all)
+_THREADS_PER_STARTER = 100  # a stage of fewer threads than this is started by one
 _CHUNK = 64  # most items moved under one lock acquisition
 _CHEAP_ITEM_SECONDS = 0.0002  # items faster than this travel in chunks
 _MAX_BUFFER_SECONDS = 0.05  # longest an output waits in a thread's buffer
@@ -62,6 +64,30 @@ class _Pill:
 
 
 PILL = _Pill()
+
+
+class StartGate:
+    """Holds every thread of a run before it builds its worker, until every thread has started.
+
+    A thread that built its worker while others were still being started would take the GIL
+    from the starting thread at each of its handshakes; thousands woken at once would all fight
+    for it. So the gate lets them through a few at a time: each thread that passes wakes the next.
+    """
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition(threading.Lock())  # guards _open; waiters queue on it in start order
+        self._open = False
+
+    def wait(self) -> None:
+        with self._cond:
+            while not self._open:
+                self._cond.wait()
+            self._cond.notify()  # pass the baton
+
+    def open(self) -> None:
+        with self._cond:
+            self._open = True
+            self._cond.notify(_STARTERS)  # a few chains of batons, as threads are started
 
 
 class StageQueue:
@@ -147,6 +173,7 @@ class Stage:
         output_queues: list[StageQueue],
         dead_letters: DeadLetterFile,
         wake: threading.Event,
+        gate: StartGate | None = None,
         poll: float | None = None,
     ) -> None:
         self.config = config
@@ -155,6 +182,7 @@ class Stage:
         self.outputs = output_queues
         self._dead_letters = dead_letters
         self._wake = wake  # set when a thread ends, so the monitor acts at once
+        self._gate = gate  # threads wait for it before building their worker (see start())
         self.slots: list[_Slot] = []  # every thread the stage has had, in start order
         self._running: dict[int, _Slot] = {}  # by index: threads whose end the monitor has not handled yet
         self._ended: deque[_Slot] = deque()  # threads that ended, for supervise(); append/popleft are atomic
@@ -244,18 +272,19 @@ class Stage:
     # -- control ---------------------------------------------------------------
 
     def start(self) -> None:
-        """Start every thread. Each builds its worker and waits for items; nothing is queued for them yet.
+        """Start every thread; they wait for the gate, and nothing is queued for them yet.
 
         Raises ``RuntimeError`` if the system refuses a thread (the threads
-        started so far then end by themselves once :meth:`cancel` is called).
+        started so far then end by themselves once :meth:`cancel` is called and the gate opens).
         """
         self.started_at = time.monotonic()
-        for _ in range(self.config.instances):
-            self._spawn(strict=True)
+        with self._spawn_lock:
+            slots = [self._add_slot() for _ in range(self.config.instances)]
+        _start_all([slot.thread for slot in slots if slot.thread is not None])
         self._started = True
 
     def cancel(self) -> None:
-        """Before any item is queued: every thread ends without taking one (closing the worker it built)."""
+        """Before the gate opens: every thread ends without building its worker or taking an item."""
         self.stop_event.set()
         self.input.queue.wake_all()
 
@@ -317,20 +346,25 @@ class Stage:
 
     # -- the worker threads ----------------------------------------------------
 
-    def _spawn(self, strict: bool = False) -> None:
+    def _add_slot(self) -> _Slot:
+        # Called with _spawn_lock held.
+        slot = _Slot(index=len(self.slots))
+        slot.thread = threading.Thread(target=self._run, args=(slot,), name=f"{self.name}-{slot.index}")
+        self.slots.append(slot)
+        self._running[slot.index] = slot
+        return slot
+
+    def _spawn(self) -> None:
+        """Start one more thread (a restart); if the system refuses it, it counts as a thread that died."""
         with self._spawn_lock:
-            slot = _Slot(index=len(self.slots))
-            slot.thread = threading.Thread(target=self._run, args=(slot,), name=f"{self.name}-{slot.index}")
-            self.slots.append(slot)
-            self._running[slot.index] = slot
+            slot = self._add_slot()
+        assert slot.thread is not None
         try:
             slot.thread.start()
         except RuntimeError as exc:  # "can't start new thread": the monitor sees a dead thread
             slot.error = exc
             slot.outcome = DIED
             self._report_end(slot)
-            if strict:
-                raise
             log.error("%s: cannot start a thread: %s", self.name, describe(exc))
 
     def _run(self, slot: _Slot) -> None:
@@ -338,6 +372,8 @@ class Stage:
         worker = None
         outputs = _Outputs(self)
         try:
+            if self._gate is not None:
+                self._gate.wait()
             if self.stop_event.is_set():  # cancelled or stopped before it began: build nothing
                 outcome = STOPPED
                 return
@@ -502,6 +538,41 @@ class Stage:
             slot.counters.update(getattr(worker, "counters", None) or {})
         except Exception as exc:  # not a mapping of counts: say so, and end the thread normally
             log.error("%s: the worker's counters cannot be summed: %s", self.name, describe(exc))
+
+
+def _start_all(threads: list[threading.Thread]) -> None:
+    """Start ``threads``, from a few threads at once; raise the first ``RuntimeError`` (a refused thread).
+
+    Each start is a handshake: the starting thread waits until the new one runs. A few
+    starters overlap those waits, which on a busy machine is most of the cost. After a
+    refusal no more threads are started.
+    """
+    pending = iter(threads)  # shared by the starters: next() on a list iterator is atomic under the GIL
+    refused: list[RuntimeError] = []
+
+    def start_pending() -> None:
+        for thread in pending:
+            if refused:
+                return
+            try:
+                thread.start()
+            except RuntimeError as exc:
+                refused.append(exc)
+                return
+
+    helpers = []
+    for number in range(min(_STARTERS, len(threads) // _THREADS_PER_STARTER) - 1):
+        helper = threading.Thread(target=start_pending, name=f"thread-starter-{number}")
+        try:
+            helper.start()
+        except RuntimeError:
+            break  # fewer starters, then
+        helpers.append(helper)
+    start_pending()
+    for helper in helpers:
+        helper.join()
+    if refused:
+        raise refused[0]
 
 
 def _snapshot(counters: Any) -> dict[str, Any]:
