@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import logging
+import subprocess
+import sys
 import threading
 import time
+from pathlib import Path
 
 from engine.channel import Channel
 from engine.dead_letter import read_dead_letters
@@ -169,3 +172,37 @@ def test_a_stage_its_input_keeps_busy_is_not_warned_about(run_pipeline, key, cap
     })
     assert report.ok and len(workers.collected(key)) == 100
     assert _warnings(caplog) == []
+
+
+_REFUSED = """
+import resource, sys, threading
+sys.path.insert(0, sys.argv[1])
+from engine import PipelineConfig, PipelineExecutor, QueueConfig, RunStartError, StageConfig
+from tests.engine import workers
+
+threading.stack_size(256 * 1024 * 1024)  # a real refusal: the address-space limit fits only a few such threads
+with open("/proc/self/statm") as f:
+    used = int(f.read().split()[0]) * resource.getpagesize()
+resource.setrlimit(resource.RLIMIT_AS, (used + 2000 * 1024 * 1024, resource.RLIM_INFINITY))
+config = PipelineConfig(queues={"q": QueueConfig("q")}, stages=(
+    StageConfig("Src", workers.Range, input_values=([0, 10],), output_queues=("q",)),
+    StageConfig("Sink", workers.Echo, instances=500, input_queue="q", params={"key": sys.argv[3]}),
+))
+try:
+    PipelineExecutor(config, run_dir=sys.argv[2], on_status=lambda s: None).run()
+except RunStartError as exc:
+    print(exc)
+print("workers built:", workers.events(sys.argv[3])["init"], "threads left:", threading.active_count())
+"""
+
+
+def test_a_refused_thread_among_hundreds_started_together_cancels_the_run_before_any_worker_is_built(tmp_path, key):
+    repo = Path(__file__).resolve().parents[2]
+    done = subprocess.run([sys.executable, "-c", _REFUSED, str(repo), str(tmp_path / "runs"), key],
+                          capture_output=True, text=True, timeout=60)
+    lines = done.stdout.splitlines()
+    assert done.returncode == 0 and len(lines) == 2, done.stderr[-2000:]
+    assert lines[0].startswith("stage Sink cannot start: the system refused thread ")
+    assert lines[0].endswith(" of 500 (RuntimeError: can't start new thread); lower its instances")
+    assert lines[1] == "workers built: 0 threads left: 1"
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
