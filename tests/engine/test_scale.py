@@ -30,21 +30,25 @@ def _count_pills(monkeypatch) -> list[int]:
     return counts
 
 
+def _sorting(threads: int, items: int, delay: float, maxsize: int, sinks: int, key: str) -> dict:
+    """Source -> Sort x ``threads`` -> Collect x ``sinks``: ``items`` numbers, each an output, a failure or no_data."""
+    return {
+        "queues": [{"name": "numbers", "maxsize": maxsize}, {"name": "kept", "maxsize": maxsize}],
+        "workers": [
+            stage("Source", "Range", input_values=[[0, items]], output_queues="numbers"),
+            stage("Sort", "Sort", instances=threads, input_queue="numbers", output_queues="kept",
+                  params={"delay": delay}),
+            stage("Sink", "Collect", instances=sinks, input_queue="kept", params={"key": key}),
+        ],
+    }
+
+
 def test_thousands_of_threads_start_and_end_with_every_item_accounted_for(run_pipeline, key, monkeypatch):
     pills = _count_pills(monkeypatch)
     threads, items = 3000, 700
     before = threading.active_count()
     started = time.monotonic()
-    report = run_pipeline({
-        "max_failures": "100%",
-        "queues": [{"name": "numbers", "maxsize": 20}, {"name": "kept", "maxsize": 20}],
-        "workers": [
-            stage("Source", "Range", input_values=[[0, items]], output_queues="numbers"),
-            stage("Sort", "Sort", instances=threads, input_queue="numbers", output_queues="kept",
-                  params={"delay": 0.002}),
-            stage("Sink", "Collect", instances=3, input_queue="kept", params={"key": key}),
-        ],
-    })
+    report = run_pipeline({"max_failures": "100%", **_sorting(threads, items, 0.002, 20, 3, key)})
     assert time.monotonic() - started < 120  # ends, not hangs (about 3 s)
     assert report.exit_code == EXIT_OK, report.reason
     sort = report.stage("Sort")
@@ -69,16 +73,8 @@ def test_an_interrupt_among_thousands_of_threads_accounts_for_every_item(make_ex
         if executor is not None and not executor._interrupts and statuses[1].items_in > 0:
             executor.interrupt()
 
-    executor = make_executor({
-        "monitor_interval": 0.05,
-        "queues": [{"name": "numbers", "maxsize": 50}, {"name": "kept", "maxsize": 50}],
-        "workers": [
-            stage("Source", "Range", input_values=[[0, items]], output_queues="numbers"),
-            stage("Sort", "Sort", instances=threads, input_queue="numbers", output_queues="kept",
-                  params={"delay": 0.05}),
-            stage("Sink", "Collect", instances=2, input_queue="kept", params={"key": key}),
-        ],
-    }, on_status=interrupt_once_under_way)
+    document = {"monitor_interval": 0.05, **_sorting(threads, items, 0.05, 50, 2, key)}
+    executor = make_executor(document, on_status=interrupt_once_under_way)
     report = executor.run()
     assert report.interrupted and report.exit_code == 130
     source, sort, sink = (report.stage(name) for name in ("Source", "Sort", "Sink"))
