@@ -16,8 +16,8 @@ Thread start-up and shutdown against W: for each W in ``widths``, a fresh child
 process (:mod:`bench.threads_child`) runs ``thread_items`` items through a
 stage of W threads that spend 10 ms per item, and reports the time from
 ``run()`` to the first status and to the first item, from the last item to the
-end of the run, and its peak RSS; the RSS per thread is the slope between the
-smallest and the largest W.
+end of the run, and its peak RSS; the costs per thread (start-up, shutdown,
+RSS) are the slopes between the smallest and the largest W.
 """
 
 from __future__ import annotations
@@ -192,6 +192,9 @@ def _thread_costs(result: ScenarioResult, params: Params) -> None:
     small, large = runs[0], runs[-1]
     spread = large["threads"] - small["threads"]
     if spread > 0:
+        for name, key in (("start-up", "first_item_seconds"), ("shutdown", "last_item_to_end_seconds")):
+            cost = (large[key] - small[key]) / spread * 1e6
+            result.add(f"{name} per thread", cost, "µs", note=f"slope from W={small['threads']} to {large['threads']}")
         per_thread = (large["peak_rss_kib"] - small["peak_rss_kib"]) / spread
         result.add("peak RSS per thread", per_thread, "KiB",
                    note=f"{small['peak_rss_kib'] / 1024:.0f} MB at W={small['threads']}, "
