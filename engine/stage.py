@@ -349,7 +349,13 @@ class Stage:
     def _add_slot(self) -> _Slot:
         # Called with _spawn_lock held.
         slot = _Slot(index=len(self.slots))
-        slot.thread = threading.Thread(target=self._run, args=(slot,), name=f"{self.name}-{slot.index}")
+        # A daemon thread only to skip CPython's bookkeeping of non-daemon threads at each start
+        # (3.11 scans every live one: O(W) per start, O(W²) in all). None is ever cut short at
+        # exit: the executor joins every thread before run() returns, and the monitor, which must
+        # outlive them all, is not a daemon.
+        slot.thread = threading.Thread(
+            target=self._run, args=(slot,), name=f"{self.name}-{slot.index}", daemon=True
+        )
         self.slots.append(slot)
         self._running[slot.index] = slot
         return slot
