@@ -231,7 +231,9 @@ class PipelineExecutor:
             if not isinstance(exc, RuntimeError):
                 raise
             if stage is None:
-                raise RunStartError(f"the pipeline cannot start: the system refused its monitor thread ({describe(exc)})")
+                raise RunStartError(
+                    f"the pipeline cannot start: the system refused its monitor thread ({describe(exc)})"
+                ) from None
             raise RunStartError(
                 f"stage {stage.name} cannot start: the system refused thread {len(stage.threads()) + 1} of "
                 f"{stage.config.instances} ({describe(exc)}); lower its instances"
