@@ -64,6 +64,15 @@ class Channel(queue.Queue):
             self._sentinels += count
             self._extend([sentinel] * count)
 
+    def give_back(self, items: Sequence[Any], until: Any = None) -> None:
+        """Put ``items``, just taken by :meth:`get_many` with ``until``, back at the front in order, even past maxsize."""
+        with self.not_empty:
+            self.queue.extendleft(reversed(items))
+            self.unfinished_tasks += len(items)
+            self._sentinels += sum(1 for item in items if item is until)
+            if items:
+                self.not_empty.notify()
+
     def waiting(self) -> int:
         """Items waiting, sentinels not counted (a snapshot, for display)."""
         with self.mutex:

@@ -29,7 +29,7 @@ from engine.report import (
 )
 from engine.run_info import config_hash, project_version, utc_now
 from engine.sizing import run_warning, source_warning
-from engine.stage import DIED, DONE, INTERRUPTED, Stage, StageQueue, StartGate, poll_seconds
+from engine.stage import DIED, DONE, INTERRUPTED, Stage, StageQueue, poll_seconds
 from engine.text import describe, one_line
 
 log = logging.getLogger(__name__)
@@ -137,13 +137,13 @@ class PipelineExecutor:
             except DeadLetterError:
                 _remove_if_empty(self.run_path)
                 raise
-            wake, gate = threading.Event(), StartGate()
-            stages, queues = self._build(dead_letters, wake, gate)
+            wake = threading.Event()
+            stages, queues = self._build(dead_letters, wake)
             self._stages = stages
             # The monitor reports while thousands of threads start; it supervises once the run is open.
             self._monitor = Monitor(stages, queues, wake, self.config.monitor_interval, self._on_status)
             started, self._started_at = time.monotonic(), utc_now()
-            self._start_threads(stages, gate, dead_letters)
+            self._start_threads(stages, dead_letters)
             log.info("pipeline %s: starting %d stages, %d threads", self.config.name, len(stages),
                      sum(stage.config.instances for stage in stages))
             for line in filter(None, (source_warning(stage.config) for stage in stages)):
@@ -151,10 +151,9 @@ class PipelineExecutor:
             if self._interrupts:
                 self._apply_interrupts()
         try:
-            # Nothing stands between the threads starting and the run opening: no worker is built and
-            # no item queued before every thread has started, so a refused thread cancels a run that did nothing.
+            # Nothing stands between the threads starting and the run opening: no item is queued (so no
+            # worker built) before every thread has started, so a refused thread cancels a run that did nothing.
             self._open(stages)
-            gate.open()
             self._monitor.open()
             self._wait()
         finally:
@@ -206,8 +205,8 @@ class PipelineExecutor:
             )
         return "interrupted again: already stopping"
 
-    def _start_threads(self, stages: list[Stage], gate: StartGate, dead_letters: DeadLetterFile) -> None:
-        """Start the monitor, then every thread, behind the gate; no item is queued yet.
+    def _start_threads(self, stages: list[Stage], dead_letters: DeadLetterFile) -> None:
+        """Start the monitor, then every thread; no item is queued yet.
 
         If the system refuses a thread (:class:`RunStartError`), or anything else cuts the start
         short (re-raised), every thread started ends without taking an item and nothing is left.
@@ -221,7 +220,6 @@ class PipelineExecutor:
         except BaseException as exc:
             for other in stages:
                 other.cancel()
-            gate.open()
             if self._monitor.ident is not None:
                 self._monitor.abandon()
                 self._monitor.join()
@@ -267,9 +265,7 @@ class PipelineExecutor:
         # The config was checked when this executor was made; a replay's sources may have no values.
         _prepare_stages(self.config)
 
-    def _build(
-        self, dead_letters: DeadLetterFile, wake: threading.Event, gate: StartGate
-    ) -> tuple[list[Stage], list[StageQueue]]:
+    def _build(self, dead_letters: DeadLetterFile, wake: threading.Event) -> tuple[list[Stage], list[StageQueue]]:
         """The queues, empty, and the stages; :meth:`_open` queues the first items once every thread has started."""
         queues = {name: StageQueue(name, q.maxsize) for name, q in self.config.queues.items()}
         stages: list[Stage] = []
@@ -283,7 +279,7 @@ class PipelineExecutor:
             else:
                 source = queues[config.input_queue]
             outputs = [queues[name] for name in config.output_queues]
-            stage = Stage(config, source, outputs, dead_letters, wake, gate, poll=poll)
+            stage = Stage(config, source, outputs, dead_letters, wake, poll=poll)
             source.consumer = stage
             for output in outputs:
                 output.producers.append(stage)

@@ -66,30 +66,6 @@ class _Pill:
 PILL = _Pill()
 
 
-class StartGate:
-    """Holds every thread of a run before it builds its worker, until every thread has started.
-
-    A thread that built its worker while others were still being started would take the GIL
-    from the starting thread at each of its handshakes; thousands woken at once would all fight
-    for it. So the gate lets them through a few at a time: each thread that passes wakes the next.
-    """
-
-    def __init__(self) -> None:
-        self._cond = threading.Condition(threading.Lock())  # guards _open; waiters queue on it in start order
-        self._open = False
-
-    def wait(self) -> None:
-        with self._cond:
-            while not self._open:
-                self._cond.wait()
-            self._cond.notify()  # pass the baton
-
-    def open(self) -> None:
-        with self._cond:
-            self._open = True
-            self._cond.notify(_STARTERS)  # a few chains of batons, as threads are started
-
-
 class StageQueue:
     """A bounded queue between stages, with what the monitor needs to know about its two ends."""
 
@@ -135,6 +111,7 @@ class _Slot:
     errors: Counter[str] = field(default_factory=Counter)  # failed items by error type
     counters: Counter[str] = field(default_factory=Counter)  # the worker's, summed when the thread ends
     live_counters: Any = None  # the worker's own counters mapping, read while the thread runs
+    worker: Any = None  # built when the thread takes its first item; dropped when the thread ends
 
 
 @dataclass
@@ -173,7 +150,6 @@ class Stage:
         output_queues: list[StageQueue],
         dead_letters: DeadLetterFile,
         wake: threading.Event,
-        gate: StartGate | None = None,
         poll: float | None = None,
     ) -> None:
         self.config = config
@@ -182,7 +158,6 @@ class Stage:
         self.outputs = output_queues
         self._dead_letters = dead_letters
         self._wake = wake  # set when a thread ends, so the monitor acts at once
-        self._gate = gate  # threads wait for it before building their worker (see start())
         self.slots: list[_Slot] = []  # every thread the stage has had, in start order
         self._running: dict[int, _Slot] = {}  # by index: threads whose end the monitor has not handled yet
         self._ended: deque[_Slot] = deque()  # threads that ended, for supervise(); append/popleft are atomic
@@ -272,10 +247,10 @@ class Stage:
     # -- control ---------------------------------------------------------------
 
     def start(self) -> None:
-        """Start every thread; they wait for the gate, and nothing is queued for them yet.
+        """Start every thread; each waits for its first item (nothing is queued yet) before it builds its worker.
 
         Raises ``RuntimeError`` if the system refuses a thread (the threads
-        started so far then end by themselves once :meth:`cancel` is called and the gate opens).
+        started so far then end by themselves once :meth:`cancel` is called).
         """
         self.started_at = time.monotonic()
         with self._spawn_lock:
@@ -284,7 +259,7 @@ class Stage:
         self._started = True
 
     def cancel(self) -> None:
-        """Before the gate opens: every thread ends without building its worker or taking an item."""
+        """Before any item is queued: every thread ends without taking one (so without building its worker)."""
         self.stop_event.set()
         self.input.queue.wake_all()
 
@@ -375,17 +350,9 @@ class Stage:
 
     def _run(self, slot: _Slot) -> None:
         outcome = DIED
-        worker = None
         outputs = _Outputs(self)
         try:
-            if self._gate is not None:
-                self._gate.wait()
-            if self.stop_event.is_set():  # cancelled or stopped before it began: build nothing
-                outcome = STOPPED
-                return
-            worker = self.config.worker_class(**self.config.params)
-            slot.live_counters = getattr(worker, "counters", None)
-            outcome = self._work(worker, slot, outputs)
+            outcome = self._work(slot, outputs)
         except BaseException as exc:  # the thread dies; say so, and account for what it held
             slot.error = exc
             log.error("%s: thread %s died: %s", self.name, slot.index, describe(exc))
@@ -394,12 +361,26 @@ class Stage:
             slot.holding, slot.position = [], 0
         finally:
             outputs.flush()  # outputs of items that did finish still go downstream
+            worker, slot.worker = slot.worker, None  # slots outlive their threads; workers need not
             if worker is not None:
                 self._close(worker, slot, outputs)
                 outputs.flush()
                 self._collect_counters(worker, slot)
             slot.outcome = outcome  # last: the monitor treats the thread as ended from here
             self._report_end(slot)
+
+    def _build(self, slot: _Slot, taken: list[Any]) -> None:
+        """Build the thread's worker, on its first item: a thread that only ever gets its pill builds none.
+
+        If the worker cannot be built, ``taken`` goes back to the front of the queue (for another
+        thread, or the dead-letter file if the stage dies) and the error ends the thread.
+        """
+        try:
+            slot.worker = self.config.worker_class(**self.config.params)
+        except BaseException:
+            self.input.queue.give_back(taken, until=PILL)
+            raise
+        slot.live_counters = getattr(slot.worker, "counters", None)
 
     def _report_end(self, slot: _Slot) -> None:
         """Hand an ended thread to the monitor and wake it (supervise() takes it from there)."""
@@ -409,7 +390,7 @@ class Stage:
         if not self._wake.is_set():
             self._wake.set()
 
-    def _work(self, worker: Any, slot: _Slot, outputs: "_Outputs") -> str:
+    def _work(self, slot: _Slot, outputs: "_Outputs") -> str:
         """Process chunks of items until a pill (DONE) or a stop (STOPPED)."""
         batch_size = self.config.batch_size
         limit = 1
@@ -419,6 +400,8 @@ class Stage:
             items = self._take(limit if batch_size is None else batch_size)
             if not items:
                 continue
+            if slot.worker is None and items[0] is not PILL:
+                self._build(slot, items)
             ended = items[-1] is PILL
             if ended:
                 slot.took_pill = True
@@ -426,7 +409,7 @@ class Stage:
             if items:
                 self._count_busy(1)
                 try:
-                    limit = self._handle(worker, items, slot, outputs)
+                    limit = self._handle(slot.worker, items, slot, outputs)
                 finally:
                     self._count_busy(-1)
             if ended:

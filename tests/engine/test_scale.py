@@ -89,6 +89,37 @@ def test_an_interrupt_among_thousands_of_threads_accounts_for_every_item(make_ex
     assert sum(1 for e in entries if e["kind"] == "failed") == sort.failed
 
 
+def test_threads_that_never_get_an_item_build_no_worker(run_pipeline, key):
+    report = run_pipeline({
+        "queues": [{"name": "numbers"}, {"name": "passed"}],
+        "workers": [
+            stage("Source", "Range", input_values=[[0, 3]], output_queues="numbers"),
+            stage("Echo", "Echo", instances=500, params={"key": key, "max_delay": 0.05}, input_queue="numbers",
+                  output_queues="passed"),
+            stage("Sink", "Collect", input_queue="passed", params={"key": key}),
+        ],
+    })
+    assert report.ok and sorted(workers.collected(key)) == [0, 1, 2]
+    # 500 threads, 3 items: at most 3 workers built (and each closed); the other threads only took their pill.
+    events = workers.events(key)
+    assert 1 <= events["init"] == events["close"] <= 3
+
+
+def test_an_item_whose_thread_cannot_build_its_worker_goes_to_another_thread(run_pipeline, key):
+    report = run_pipeline({
+        "queues": [{"name": "numbers"}],
+        "workers": [
+            stage("Source", "Range", input_values=[[0, 10]], output_queues="numbers"),
+            stage("Sink", "FailsFirstBuild", instances=2, max_restarts=1, input_queue="numbers",
+                  params={"key": key}),
+        ],
+    })
+    sink = report.stage("Sink")
+    assert report.ok, report.reason
+    assert sorted(workers.collected(key)) == list(range(10))  # the item in hand when the build failed too
+    assert sink.failed == sink.lost == 0 and sink.items_in == 10 and sink.restarts == 1
+
+
 def test_the_first_status_comes_soon_whatever_the_monitor_interval(run_pipeline):
     seen: list[float] = []
     started = time.monotonic()

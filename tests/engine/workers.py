@@ -372,3 +372,19 @@ class Sort:
             return None
         time.sleep(self.delay)
         return [item]
+
+
+class FailsFirstBuild:
+    """Sink whose first construction under ``key`` raises (a service not up yet); later ones work."""
+
+    def __init__(self, key: str) -> None:
+        self.key = key
+        with _LOCK:
+            _EVENTS[key]["init"] += 1
+            first = _EVENTS[key]["init"] == 1
+        if first:
+            raise RuntimeError("the service is not up yet")
+
+    def process(self, item: Any) -> None:
+        with _LOCK:
+            _COLLECTED[self.key].append(item)
