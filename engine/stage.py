@@ -7,7 +7,8 @@ flags again: a safety net, long enough that idle threads cost next to nothing.
 
 Costs per thread are O(1): a thread that ends reports itself to its stage
 (:meth:`Stage.supervise` looks only at those), counts of ended threads are
-folded into the stage's totals once, and pills go in as one batch.
+folded into the stage's totals once, and pills go in as one batch. A thread
+builds its worker on its first item, so threads that never get one cost no worker.
 """
 
 from __future__ import annotations
