@@ -11,19 +11,31 @@ each; the best time of each is reported (the least disturbed by other load).
 
 For reference, the same hand-written chain moving lists of ``batch`` items per
 queue entry shows what moving items in small batches between threads gains.
+
+Thread start-up and shutdown against W: for each W in ``widths``, a fresh child
+process (:mod:`bench.threads_child`) runs ``thread_items`` items through a
+stage of W threads that spend 10 ms per item, and reports the time from
+``run()`` to the first status and to the first item, from the last item to the
+end of the run, and its peak RSS; the costs per thread (start-up, shutdown,
+RSS) are the slopes between the smallest and the largest W.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import queue
+import subprocess
+import sys
 import threading
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from bench.common import ScenarioResult, at_least, stopwatch
 from bench.context import Context
 from bench.noop import noop_config, run_noop
+from bench.services import REPO_ROOT
 from engine.config import DEFAULT_MAXSIZE
 
 log = logging.getLogger(__name__)
@@ -40,10 +52,14 @@ class Params:
     repeats: int
     batch: int = 64  # items per queue entry in the batched reference chain
     goal: float = 1.0  # engine items/s over hand-written items/s
+    widths: tuple[int, ...] = (20, 400, 1000, 5000)  # W for the thread start-up and shutdown costs
+    thread_items: int = 400
+    first_status_goal: float = 1.0  # seconds from run() to the first status, whatever W
 
 
 FULL = Params(items=200_000, stages=3, threads=4, repeats=5)
-QUICK = Params(items=20_000, stages=3, threads=4, repeats=2)
+QUICK = Params(items=20_000, stages=3, threads=4, repeats=2, widths=(20, 1000, 3000), thread_items=200)
+CHILD_TIMEOUT = 300.0
 
 
 def hand_chain(items: int, stages: int, threads: int, batch: int = 1, maxsize: int = DEFAULT_MAXSIZE) -> float:
@@ -146,4 +162,40 @@ def run(ctx: Context, params: Params) -> ScenarioResult:
     result.add(
         "engine / hand-written", ratio, "x", goal=f">= {params.goal:.2f}", passed=at_least(ratio, params.goal)
     )
+    _thread_costs(result, params)
     return result
+
+
+def thread_run(threads: int, items: int) -> dict[str, Any]:
+    """One run of :mod:`bench.threads_child` with ``threads`` threads, in a fresh process; its figures."""
+    command = [sys.executable, "-m", "bench.threads_child", "--threads", str(threads), "--items", str(items)]
+    done = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=CHILD_TIMEOUT)
+    if done.returncode != 0:
+        raise RuntimeError(f"threads child failed (exit {done.returncode}): {done.stderr.strip()[-2000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def _thread_costs(result: ScenarioResult, params: Params) -> None:
+    runs = []
+    for threads in params.widths:
+        runs.append(thread_run(threads, params.thread_items))
+        log.info("W=%d: %s", threads, runs[-1])
+    result.details["threads"] = runs
+    for run_ in runs:
+        w = run_["threads"]
+        result.add(f"W={w:,}: run() to first item", run_["first_item_seconds"], "s",
+                   note=f"{run_['items']} items, 10 ms each")
+        result.add(f"W={w:,}: last item to end of run", run_["last_item_to_end_seconds"], "s")
+        first = run_["first_status_seconds"]
+        result.add(f"W={w:,}: run() to first status", first, "s", goal=f"< {params.first_status_goal:.0f} s",
+                   passed=first < params.first_status_goal)
+    small, large = runs[0], runs[-1]
+    spread = large["threads"] - small["threads"]
+    if spread > 0:
+        for name, key in (("start-up", "first_item_seconds"), ("shutdown", "last_item_to_end_seconds")):
+            cost = (large[key] - small[key]) / spread * 1e6
+            result.add(f"{name} per thread", cost, "µs", note=f"slope from W={small['threads']} to {large['threads']}")
+        per_thread = (large["peak_rss_kib"] - small["peak_rss_kib"]) / spread
+        result.add("peak RSS per thread", per_thread, "KiB",
+                   note=f"{small['peak_rss_kib'] / 1024:.0f} MB at W={small['threads']}, "
+                        f"{large['peak_rss_kib'] / 1024:.0f} MB at W={large['threads']}")

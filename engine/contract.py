@@ -1,8 +1,11 @@
 """The one thing a worker may import from the engine.
 
 A worker is a plain class: ``cls(**params)`` builds one object per thread,
-``process(item)`` or ``process_batch(items)`` returns an iterable of outputs
-(or ``None``), and an optional ``close()`` runs once when the thread ends.
+when the thread takes its first item (a thread that never gets one builds
+none), ``process(item)`` or ``process_batch(items)`` returns an iterable of
+outputs (or ``None``), and an optional ``close()`` runs once when the thread ends.
+If ``cls(**params)`` raises, the item goes back to the queue for another thread
+and the thread dies (it is restarted up to ``max_restarts``).
 Raising any exception fails the item (or the whole batch).  A batch worker
 that can tell which items of a batch are bad raises :class:`ItemsFailed`
 so only those fail.

@@ -28,7 +28,8 @@ from engine.report import (
     describe_failures,
 )
 from engine.run_info import config_hash, project_version, utc_now
-from engine.stage import DIED, INTERRUPTED, Stage, StageQueue, poll_seconds
+from engine.sizing import run_warning, source_warning
+from engine.stage import DIED, DONE, INTERRUPTED, Stage, StageQueue, poll_seconds
 from engine.text import describe, one_line
 
 log = logging.getLogger(__name__)
@@ -136,31 +137,33 @@ class PipelineExecutor:
             except DeadLetterError:
                 _remove_if_empty(self.run_path)
                 raise
-            wake, gate = threading.Event(), threading.Event()
-            stages, queues = self._build(dead_letters, wake, gate)
+            wake = threading.Event()
+            stages, queues = self._build(dead_letters, wake)
             self._stages = stages
-            # Built before any thread starts: nothing that can raise may stand between the threads
-            # starting (they wait at the gate) and the gate opening.
+            # The monitor reports while thousands of threads start; it supervises once the run is open.
             self._monitor = Monitor(stages, queues, wake, self.config.monitor_interval, self._on_status)
-            self._start_threads(stages, gate, dead_letters)
+            started, self._started_at = time.monotonic(), utc_now()
+            self._start_threads(stages, dead_letters)
+            log.info("pipeline %s: starting %d stages, %d threads", self.config.name, len(stages),
+                     sum(stage.config.instances for stage in stages))
+            for line in filter(None, (source_warning(stage.config) for stage in stages)):
+                log.warning("%s", line)
             if self._interrupts:
                 self._apply_interrupts()
-        started, self._started_at = time.monotonic(), utc_now()
-        log.info("pipeline %s: starting %d stages", self.config.name, len(stages))
         try:
-            gate.set()
-            self._monitor.start()
+            # Nothing stands between the threads starting and the run opening: no item is queued (so no
+            # worker built) before every thread has started, so a refused thread cancels a run that did nothing.
+            self._open(stages)
+            self._monitor.open()
             self._wait()
         finally:
             if not self._monitor.done.is_set():  # an unexpected error in this thread: wind down
                 self._stop_all("the run was aborted")
                 self._wait()
-            for stage in stages:
-                for slot in stage.slots:
-                    if slot.thread is not None and slot.thread.ident is not None:
-                        slot.thread.join()
+            _join(stages)
             self._monitor.join()
             dead_letters.close()
+        self._warn_idle_threads()
         return self._report(time.monotonic() - started, dead_letters)
 
     def interrupt(self) -> int:
@@ -202,26 +205,48 @@ class PipelineExecutor:
             )
         return "interrupted again: already stopping"
 
-    def _start_threads(self, stages: list[Stage], gate: threading.Event, dead_letters: DeadLetterFile) -> None:
-        """Start every thread behind the gate; if the system refuses one, undo it all and raise."""
-        for stage in stages:
-            try:
+    def _start_threads(self, stages: list[Stage], dead_letters: DeadLetterFile) -> None:
+        """Start the monitor, then every thread; no item is queued yet.
+
+        If the system refuses a thread (:class:`RunStartError`), or anything else cuts the start
+        short (re-raised), every thread started ends without taking an item and nothing is left.
+        """
+        assert self._monitor is not None and self.run_path is not None
+        stage: Stage | None = None
+        try:
+            self._monitor.start()
+            for stage in stages:
                 stage.start()
-            except RuntimeError as exc:
-                for other in stages:
-                    other.cancel()
-                gate.set()
-                for other in stages:
-                    for slot in other.slots:
-                        if slot.thread is not None and slot.thread.ident is not None:
-                            slot.thread.join()
-                dead_letters.close()
-                assert self.run_path is not None
-                _remove_if_empty(self.run_path)
+        except BaseException as exc:
+            for other in stages:
+                other.cancel()
+            if self._monitor.ident is not None:
+                self._monitor.abandon()
+                self._monitor.join()
+            _join(stages)
+            dead_letters.close()
+            _remove_if_empty(self.run_path)
+            if not isinstance(exc, RuntimeError):
+                raise
+            if stage is None:
                 raise RunStartError(
-                    f"stage {stage.name} cannot start: the system refused thread {len(stage.slots)} of "
-                    f"{stage.config.instances} ({describe(exc)}); lower its instances"
+                    f"the pipeline cannot start: the system refused its monitor thread ({describe(exc)})"
                 ) from None
+            raise RunStartError(
+                f"stage {stage.name} cannot start: the system refused thread {len(stage.threads()) + 1} of "
+                f"{stage.config.instances} ({describe(exc)}); lower its instances"
+            ) from None
+
+    def _warn_idle_threads(self) -> None:
+        # Only a run that went its course says how many threads its input kept busy; a source
+        # was judged before it started.
+        if self._interrupts:
+            return
+        for stage in self._stages:
+            if stage.state == DONE and not stage.config.is_source:
+                line = run_warning(stage.name, stage.config.instances, stage.peak_busy)
+                if line:
+                    log.warning("%s", line)
 
     def _dead_letters_broken(self, reason: str) -> None:
         # Called from whichever thread failed to write. Items that fail from now on cannot be
@@ -240,9 +265,8 @@ class PipelineExecutor:
         # The config was checked when this executor was made; a replay's sources may have no values.
         _prepare_stages(self.config)
 
-    def _build(
-        self, dead_letters: DeadLetterFile, wake: threading.Event, gate: threading.Event
-    ) -> tuple[list[Stage], list[StageQueue]]:
+    def _build(self, dead_letters: DeadLetterFile, wake: threading.Event) -> tuple[list[Stage], list[StageQueue]]:
+        """The queues, empty, and the stages; :meth:`_open` queues the first items once every thread has started."""
         queues = {name: StageQueue(name, q.maxsize) for name, q in self.config.queues.items()}
         stages: list[Stage] = []
         all_queues = list(queues.values())
@@ -251,19 +275,22 @@ class PipelineExecutor:
             if config.input_queue is None:
                 # A source's values go through a queue of its own, so its threads share them out.
                 source = StageQueue(f"{config.name}.input_values", 0)
-                for value in config.input_values:
-                    source.queue.put_nowait(value)
                 all_queues.append(source)
             else:
                 source = queues[config.input_queue]
-                source.queue.preload(self._replay.get(config.name, ()))
             outputs = [queues[name] for name in config.output_queues]
-            stage = Stage(config, source, outputs, dead_letters, wake, gate, poll=poll)
+            stage = Stage(config, source, outputs, dead_letters, wake, poll=poll)
             source.consumer = stage
             for output in outputs:
                 output.producers.append(stage)
             stages.append(stage)
         return stages, all_queues
+
+    def _open(self, stages: list[Stage]) -> None:
+        """Queue each source's input values, and each stage's replayed items, ahead of what producers send."""
+        for stage in stages:
+            first = stage.config.input_values if stage.config.is_source else self._replay.get(stage.name, ())
+            stage.input.queue.preload(first)
 
     def _wait(self) -> None:
         assert self._monitor is not None
@@ -292,7 +319,7 @@ class PipelineExecutor:
                 restarts=s.restarts,
                 state=s.state,
                 counters=s.counters(),
-                errors=dict(sum((slot.errors for slot in s.slots), Counter())),
+                errors=s.errors(),
                 queue_peak=self._monitor.queue_peak(s) if self._monitor else 0,
                 is_source=s.config.is_source,
                 is_sink=s.config.is_sink,
@@ -365,6 +392,13 @@ class PipelineExecutor:
         if not self.max_failures.allows(failures, attempts):
             return EXIT_FAILURES, f"{summary}; max_failures is {self.max_failures} (of {attempts:,} item attempts)"
         return EXIT_OK, f"done with {counted}, within max_failures {self.max_failures}"
+
+
+def _join(stages: list[Stage]) -> None:
+    """Wait for every thread of ``stages``; each has ended or is ending (pill, stop or cancel), so it is quick."""
+    for stage in stages:
+        for thread in stage.threads():
+            thread.join()
 
 
 def _drains_on_interrupt(stage: Stage) -> bool:

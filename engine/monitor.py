@@ -1,9 +1,12 @@
 """The monitor thread: supervision, poison pills, and the live status of every stage.
 
-It is the only thread that puts pills, and it puts them into a queue only
-when every thread of every stage writing into that queue has ended: one pill
-per consumer thread, after the last item. It never blocks: a pill that does
-not fit into a full queue is retried on the next tick.
+It starts before the worker threads and reports their start-up; it supervises
+once the run is open (every thread started, the first items queued). It is the
+only thread that puts pills, and it puts them into a queue only when every
+thread of every stage writing into that queue has ended: one pill per consumer
+thread still running, after the last item, all in one batch (pills may go past
+a queue's maxsize: they are one shared object). A tick costs O(stages) plus the
+threads that ended since the last one; a status report costs O(threads running).
 """
 
 from __future__ import annotations
@@ -20,6 +23,8 @@ from engine.stage import PILL, Stage, StageQueue
 log = logging.getLogger(__name__)
 
 TICK_SECONDS = 0.1  # the monitor also wakes at once whenever a worker thread ends
+_DRAIN_CHUNK = 1000  # items drained from a queue under one lock acquisition
+FIRST_STATUS_SECONDS = 0.5  # the first status comes this soon (or after monitor_interval, if shorter)
 
 StatusCallback = Callable[[list[StageStatus]], None]
 
@@ -50,9 +55,24 @@ class Monitor(threading.Thread):
         self._last_counts = {s.name: 0 for s in self.stages}
         self._last_time = time.monotonic()
         self._queue_peaks = {s.name: 0 for s in self.stages}  # deepest input queue seen, by stage
+        self._next_status = 0.0  # when the next status is due
+        self._start_decided = threading.Event()  # set by open() or abandon()
+        self._abandoned = False
+
+    def open(self) -> None:
+        """Every thread has started and the first items are queued: supervise, send pills, report, until the end."""
+        self._start_decided.set()
+
+    def abandon(self) -> None:
+        """The run could not start (see ``PipelineExecutor``): end now, reporting and draining nothing."""
+        self._abandoned = True
+        self._start_decided.set()
 
     def run(self) -> None:
         try:
+            self._next_status = time.monotonic() + min(self._interval, FIRST_STATUS_SECONDS)
+            if not self._report_start_up():
+                return
             self._watch()
         except BaseException as exc:  # never leave workers waiting for pills that will not come
             self.crash = exc
@@ -104,15 +124,25 @@ class Monitor(threading.Thread):
 
     def _sample_depth(self, stage: Stage) -> int:
         """The depth of ``stage``'s input queue now, kept as its peak if it is the deepest yet."""
-        depth = stage.input.queue.qsize()
+        depth = stage.input.queue.waiting()
         if depth > self._queue_peaks[stage.name]:
             self._queue_peaks[stage.name] = depth
         return depth
 
     # -- one tick --------------------------------------------------------------
 
+    def _report_start_up(self) -> bool:
+        """Report status while the threads start (thousands take a while); False if the run was abandoned."""
+        while not self._start_decided.wait(max(self._next_status - time.monotonic(), 0)):
+            self._report_due()
+        return not self._abandoned
+
+    def _report_due(self) -> None:
+        if time.monotonic() >= self._next_status:
+            self._report_status()
+            self._next_status = time.monotonic() + self._interval
+
     def _watch(self) -> None:
-        next_status = time.monotonic() + self._interval
         while True:
             self._wake.wait(TICK_SECONDS)
             self._wake.clear()  # anything set after this is seen on the next tick
@@ -122,11 +152,11 @@ class Monitor(threading.Thread):
                 self._drain_leftovers()
                 self._report_status()
                 return
-            if time.monotonic() >= next_status:
-                self._report_status()
-                next_status = time.monotonic() + self._interval
+            self._report_due()
 
     def _tick(self) -> None:
+        for stage_queue in self.queues:
+            stage_queue.queue.retry_wake()  # a stop in a signal handler may not have woken its waiters
         for stage in self.stages:
             self._sample_depth(stage)
             was_dead = stage.dead_reason is not None
@@ -152,14 +182,11 @@ class Monitor(threading.Thread):
             if not all(producer.finished for producer in stage_queue.producers):
                 return
             assert stage_queue.consumer is not None
-            # One per consumer thread; a restarted thread takes the pill of the one it replaced.
-            stage_queue.pills_owed = stage_queue.consumer.config.instances
-        while stage_queue.pills_owed:
-            try:
-                stage_queue.queue.put_nowait(PILL)
-            except queue.Full:
-                return  # the consumer is still working through it; try again next tick
-            stage_queue.pills_owed -= 1
+            # One per consumer thread running; a restarted thread takes the pill of the one it replaced.
+            stage_queue.pills_owed = stage_queue.consumer.alive
+        if stage_queue.pills_owed:
+            stage_queue.queue.put_sentinels(PILL, stage_queue.pills_owed)  # one batch, past maxsize if need be
+            stage_queue.pills_owed = 0
 
     def _drain_abandoned(self) -> None:
         for stage_queue in self.queues:
@@ -176,11 +203,12 @@ class Monitor(threading.Thread):
         assert stage_queue.consumer is not None
         while True:
             try:
-                item = stage_queue.queue.get_nowait()
+                items = stage_queue.queue.get_many(_DRAIN_CHUNK, 0, until=PILL)
             except queue.Empty:
                 return
-            if item is not PILL:
-                stage_queue.consumer.record_lost(item, reason)
+            for item in items:
+                if item is not PILL:
+                    stage_queue.consumer.record_lost(item, reason)
 
     def _report_status(self) -> None:
         try:

@@ -1,8 +1,14 @@
 """Running stages: worker threads, the queues between them, and the poison pill.
 
-Every blocking ``get``/``put`` here waits at most one poll and then looks at
-the stop flags again, so no thread can block forever on a queue whose other
-end has stopped. A stop or an abandoned queue also wakes the waiters at once.
+A stop or an abandoned queue wakes the threads waiting on it at once (see
+:meth:`Channel.wake_all`), so waiting threads need not poll. Every blocking
+``get``/``put`` here still waits at most one poll before it looks at the stop
+flags again: a safety net, long enough that idle threads cost next to nothing.
+
+Costs per thread are O(1): a thread that ends reports itself to its stage
+(:meth:`Stage.supervise` looks only at those), counts of ended threads are
+folded into the stage's totals once, and pills go in as one batch. A thread
+builds its worker on its first item, so threads that never get one cost no worker.
 """
 
 from __future__ import annotations
@@ -12,7 +18,7 @@ import logging
 import queue
 import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,10 +31,12 @@ from engine.text import describe, short_repr
 
 log = logging.getLogger(__name__)
 
-POLL_SECONDS = 0.1  # longest wait before a blocked thread re-checks its stop flags
+# Longest wait before a blocked thread re-checks its stop flags. Only a safety net: stops and
+# abandoned queues wake their waiters at once (the monitor retries a wake a signal handler could not do).
+POLL_SECONDS = 1.0
 # Idle threads of a run wake at most this often in all: 10,000 threads polling every 0.1 s
 # would spend the GIL on nothing but waking and leave the monitor no time to send pills.
-_WAKEUPS_PER_SECOND = 5000
+_WAKEUPS_PER_SECOND = 1000
 
 
 def poll_seconds(threads: int) -> float:
@@ -36,6 +44,8 @@ def poll_seconds(threads: int) -> float:
     return max(POLL_SECONDS, threads / _WAKEUPS_PER_SECOND)
 
 
+_STARTERS = 4  # threads that start a stage's threads together (see _start_all)
+_THREADS_PER_STARTER = 100  # a stage of fewer threads than this is started by one
 _CHUNK = 64  # most items moved under one lock acquisition
 _CHEAP_ITEM_SECONDS = 0.0002  # items faster than this travel in chunks
 _MAX_BUFFER_SECONDS = 0.05  # longest an output waits in a thread's buffer
@@ -92,7 +102,6 @@ class _Slot:
     index: int
     thread: threading.Thread | None = None
     outcome: str = RUNNING  # set last, when the thread has closed its worker
-    handled: bool = False  # the monitor has seen the outcome (and restarted if needed)
     error: BaseException | None = None
     holding: list[Any] = field(default_factory=list)  # the chunk in hand; items from ``position`` on are unfinished
     position: int = 0
@@ -103,10 +112,37 @@ class _Slot:
     errors: Counter[str] = field(default_factory=Counter)  # failed items by error type
     counters: Counter[str] = field(default_factory=Counter)  # the worker's, summed when the thread ends
     live_counters: Any = None  # the worker's own counters mapping, read while the thread runs
+    worker: Any = None  # built when the thread takes its first item; dropped when the thread ends
+
+
+@dataclass
+class _Tally:
+    """The counts of threads that have ended, added up once each (so totals cost O(threads running))."""
+
+    items_in: int = 0
+    items_out: int = 0
+    failed: int = 0
+    errors: Counter[str] = field(default_factory=Counter)
+    counters: Counter[str] = field(default_factory=Counter)
+    died: int = 0  # threads that ended with outcome DIED
+
+    def add(self, slot: _Slot) -> None:
+        self.items_in += slot.items_in
+        self.items_out += slot.items_out
+        self.failed += slot.failed
+        self.errors.update(slot.errors)
+        self.counters.update(slot.counters)
+        self.died += slot.outcome == DIED
 
 
 class Stage:
-    """A pool of ``instances`` threads, each running one worker object over the input queue."""
+    """A pool of ``instances`` threads, each running one worker object over the input queue.
+
+    The monitor thread alone calls :meth:`supervise`, which hands each thread
+    that ended to the stage's totals exactly once; the properties below read
+    the totals plus the threads still running, so they are exact in the
+    monitor's thread and a close snapshot anywhere else.
+    """
 
     def __init__(
         self,
@@ -115,7 +151,6 @@ class Stage:
         output_queues: list[StageQueue],
         dead_letters: DeadLetterFile,
         wake: threading.Event,
-        gate: threading.Event | None = None,
         poll: float | None = None,
     ) -> None:
         self.config = config
@@ -124,8 +159,18 @@ class Stage:
         self.outputs = output_queues
         self._dead_letters = dead_letters
         self._wake = wake  # set when a thread ends, so the monitor acts at once
-        self._gate = gate  # threads wait for it before building their worker (see start())
-        self.slots: list[_Slot] = []
+        self.slots: list[_Slot] = []  # every thread the stage has had, in start order
+        self._running: dict[int, _Slot] = {}  # by index: threads whose end the monitor has not handled yet
+        self._ended: deque[_Slot] = deque()  # threads that ended, for supervise(); append/popleft are atomic
+        self._retired = _Tally()  # the counts of every thread supervise() has handled
+        self._last_death: BaseException | None = None
+        # Threads are added by the thread that starts the run and, for restarts, by the monitor.
+        self._spawn_lock = threading.Lock()
+        self._started = False  # start() has started every thread
+        # Every thread counts itself in and out of _busy_threads, a chunk at a time.
+        self._busy_lock = threading.Lock()
+        self._busy_threads = 0
+        self.peak_busy = 0  # the most threads that held items at the same moment
         self.restarts = 0
         self.stop_event = threading.Event()
         self.poll = poll if poll is not None else poll_seconds(config.instances)
@@ -155,53 +200,67 @@ class Stage:
 
     @property
     def alive(self) -> int:
-        return sum(1 for s in self.slots if s.outcome == RUNNING)
+        """Threads started and not yet ended (a thread that just ended counts until the monitor handles it)."""
+        return len(self._running)
 
     @property
     def busy(self) -> int:
         """Items in the hands of running threads (a snapshot, for display)."""
-        return sum(len(s.holding) - s.position for s in self.slots if s.outcome == RUNNING)
+        return sum(len(s.holding) - s.position for s in self._live())
 
     @property
     def items_in(self) -> int:
-        return sum(s.items_in for s in self.slots)
+        return self._retired.items_in + sum(s.items_in for s in self._live())
 
     @property
     def items_out(self) -> int:
-        return sum(s.items_out for s in self.slots)
+        return self._retired.items_out + sum(s.items_out for s in self._live())
 
     @property
     def failed(self) -> int:
-        return sum(s.failed for s in self.slots)
+        return self._retired.failed + sum(s.failed for s in self._live())
 
     @property
     def lost(self) -> int:
         return self._lost
 
+    def errors(self) -> dict[str, int]:
+        """Failed items by error type, running threads included (a snapshot)."""
+        total = Counter(self._retired.errors)
+        for slot in self._live():
+            total.update(slot.errors)
+        return dict(total)
+
     def counters(self) -> dict[str, float]:
         """The sum of every thread's worker counters, running threads included (a snapshot)."""
-        total: Counter[str] = Counter()
-        for slot in self.slots:
+        total = Counter(self._retired.counters)
+        for slot in self._live():
             if slot.outcome != RUNNING:
                 total.update(slot.counters)
             elif slot.live_counters is not None:
                 total.update(_snapshot(slot.live_counters))
         return dict(total)
 
+    def _live(self) -> list[_Slot]:
+        # list() of a dict's values runs no Python code, so under the GIL it is a consistent copy.
+        return list(self._running.values())
+
     # -- control ---------------------------------------------------------------
 
     def start(self) -> None:
-        """Start every thread; they wait for the gate, so a refused thread can still cancel the run.
+        """Start every thread; each waits for its first item (nothing is queued yet) before it builds its worker.
 
         Raises ``RuntimeError`` if the system refuses a thread (the threads
-        started so far then end by themselves once :meth:`cancel` and the gate are set).
+        started so far then end by themselves once :meth:`cancel` is called).
         """
         self.started_at = time.monotonic()
-        for _ in range(self.config.instances):
-            self._spawn(strict=True)
+        with self._spawn_lock:
+            slots = [self._add_slot() for _ in range(self.config.instances)]
+        _start_all([slot.thread for slot in slots if slot.thread is not None])
+        self._started = True
 
     def cancel(self) -> None:
-        """Before the gate opens: every thread ends without building its worker or taking an item."""
+        """Before any item is queued: every thread ends without taking one (so without building its worker)."""
         self.stop_event.set()
         self.input.queue.wake_all()
 
@@ -217,18 +276,18 @@ class Stage:
         self.input.abandon(reason)  # also wakes this stage's threads waiting for items
 
     def supervise(self) -> None:
-        """Called by the monitor: restart threads that died, notice when the stage has ended."""
-        for slot in list(self.slots):
-            if slot.handled:
+        """Called by the monitor: handle the threads that ended since the last call, and notice the stage's end.
+
+        Costs O(threads that ended): each is added to the totals once, and restarted if it died.
+        """
+        while self._ended:
+            slot = self._ended.popleft()
+            del self._running[slot.index]
+            self._retired.add(slot)
+            if slot.outcome != DIED:
                 continue
-            if slot.outcome == RUNNING:
-                if slot.thread is not None and slot.thread.is_alive():
-                    continue
-                # Ended without passing through _run's handler (it never started, say).
-                slot.outcome = DIED
-                slot.error = slot.error or RuntimeError("thread ended without reporting")
-            slot.handled = True
-            if slot.outcome == DIED and self.restarts < self.config.max_restarts and not self.stop_event.is_set():
+            self._last_death = slot.error
+            if self.restarts < self.config.max_restarts and not self.stop_event.is_set():
                 self.restarts += 1
                 if slot.took_pill and self.input.pills_owed is not None:
                     self.input.pills_owed += 1  # it died holding its pill; the monitor sends the new thread one
@@ -237,15 +296,18 @@ class Stage:
                     self.name, self.restarts, self.config.max_restarts, describe(slot.error),
                 )
                 self._spawn()
-        if self.ended_at is None and all(s.handled for s in self.slots):
+        if self.ended_at is None and self._started and not self._running:
             self.ended_at = time.monotonic()
-            if all(s.outcome == DIED for s in self.slots):
-                last = self.slots[-1].error
+            if self._retired.died == len(self.slots):
                 self.dead_reason = (
-                    f"stage {self.name} died: {describe(last)} "
+                    f"stage {self.name} died: {describe(self._last_death)} "
                     f"(every thread failed, after {self.restarts} restart{'s' if self.restarts != 1 else ''})"
                 )
                 self.input.abandon(f"not processed: {self.dead_reason}")
+
+    def threads(self) -> list[threading.Thread]:
+        """Every thread the stage has started, to join once they have ended."""
+        return [s.thread for s in self.slots if s.thread is not None and s.thread.ident is not None]
 
     def record_lost(self, item: Any, reason: str) -> None:
         """Account for an item this stage will never process.
@@ -260,32 +322,38 @@ class Stage:
 
     # -- the worker threads ----------------------------------------------------
 
-    def _spawn(self, strict: bool = False) -> None:
+    def _add_slot(self) -> _Slot:
+        # Called with _spawn_lock held.
         slot = _Slot(index=len(self.slots))
-        slot.thread = threading.Thread(target=self._run, args=(slot,), name=f"{self.name}-{slot.index}")
+        # A daemon thread only to skip CPython's bookkeeping of non-daemon threads at each start
+        # (3.11 scans every live one: O(W) per start, O(W²) in all). None is ever cut short at
+        # exit: the executor joins every thread before run() returns, and the monitor, which must
+        # outlive them all, is not a daemon.
+        slot.thread = threading.Thread(
+            target=self._run, args=(slot,), name=f"{self.name}-{slot.index}", daemon=True
+        )
         self.slots.append(slot)
+        self._running[slot.index] = slot
+        return slot
+
+    def _spawn(self) -> None:
+        """Start one more thread (a restart); if the system refuses it, it counts as a thread that died."""
+        with self._spawn_lock:
+            slot = self._add_slot()
+        assert slot.thread is not None
         try:
             slot.thread.start()
-        except RuntimeError as exc:  # "can't start new thread": the monitor sees a dead slot
+        except RuntimeError as exc:  # "can't start new thread": the monitor sees a dead thread
             slot.error = exc
             slot.outcome = DIED
-            if strict:
-                raise
+            self._report_end(slot)
             log.error("%s: cannot start a thread: %s", self.name, describe(exc))
 
     def _run(self, slot: _Slot) -> None:
         outcome = DIED
-        worker = None
         outputs = _Outputs(self)
         try:
-            if self._gate is not None:
-                self._gate.wait()
-            if self.stop_event.is_set():  # cancelled or stopped before it began: build nothing
-                outcome = STOPPED
-                return
-            worker = self.config.worker_class(**self.config.params)
-            slot.live_counters = getattr(worker, "counters", None)
-            outcome = self._work(worker, slot, outputs)
+            outcome = self._work(slot, outputs)
         except BaseException as exc:  # the thread dies; say so, and account for what it held
             slot.error = exc
             log.error("%s: thread %s died: %s", self.name, slot.index, describe(exc))
@@ -294,14 +362,36 @@ class Stage:
             slot.holding, slot.position = [], 0
         finally:
             outputs.flush()  # outputs of items that did finish still go downstream
+            worker, slot.worker = slot.worker, None  # slots outlive their threads; workers need not
             if worker is not None:
                 self._close(worker, slot, outputs)
                 outputs.flush()
                 self._collect_counters(worker, slot)
             slot.outcome = outcome  # last: the monitor treats the thread as ended from here
+            self._report_end(slot)
+
+    def _build(self, slot: _Slot, taken: list[Any]) -> None:
+        """Build the thread's worker, on its first item: a thread that only ever gets its pill builds none.
+
+        If the worker cannot be built, ``taken`` goes back to the front of the queue (for another
+        thread, or the dead-letter file if the stage dies) and the error ends the thread.
+        """
+        try:
+            slot.worker = self.config.worker_class(**self.config.params)
+        except BaseException:
+            self.input.queue.give_back(taken, until=PILL)
+            raise
+        slot.live_counters = getattr(slot.worker, "counters", None)
+
+    def _report_end(self, slot: _Slot) -> None:
+        """Hand an ended thread to the monitor and wake it (supervise() takes it from there)."""
+        self._ended.append(slot)
+        # Thousands of threads ending together would queue on the event's lock to set it; one that
+        # finds it set may skip it: the monitor clears it before it looks at _ended, so it sees this one.
+        if not self._wake.is_set():
             self._wake.set()
 
-    def _work(self, worker: Any, slot: _Slot, outputs: "_Outputs") -> str:
+    def _work(self, slot: _Slot, outputs: "_Outputs") -> str:
         """Process chunks of items until a pill (DONE) or a stop (STOPPED)."""
         batch_size = self.config.batch_size
         limit = 1
@@ -311,31 +401,46 @@ class Stage:
             items = self._take(limit if batch_size is None else batch_size)
             if not items:
                 continue
+            if slot.worker is None and items[0] is not PILL:
+                self._build(slot, items)
             ended = items[-1] is PILL
             if ended:
                 slot.took_pill = True
                 items.pop()
             if items:
-                started = time.perf_counter()
-                slot.items_in += len(items)
-                slot.holding, slot.position = items, 0
-                if batch_size is None:
-                    for item in items:
-                        if self.stop_event.is_set():  # a stop ends the chunk, not just the next take
-                            self._give_back(items[slot.position:], slot)
-                            break
-                        self._process(worker, item, slot, outputs)
-                        slot.position += 1
-                else:
-                    self._process_batch(worker, items, slot, outputs)
-                slot.holding, slot.position = [], 0
-                outputs.flush()
-                # Cheap items travel in chunks: the queue's lock costs more than the work.
-                # Slow items travel one by one, so an idle thread can always take the next.
-                cheap = (time.perf_counter() - started) / len(items) < _CHEAP_ITEM_SECONDS
-                limit = _CHUNK if cheap else 1
+                self._count_busy(1)
+                try:
+                    limit = self._handle(slot.worker, items, slot, outputs)
+                finally:
+                    self._count_busy(-1)
             if ended:
                 return DONE
+
+    def _handle(self, worker: Any, items: list[Any], slot: _Slot, outputs: "_Outputs") -> int:
+        """Process one chunk of items; return how many to take next time."""
+        started = time.perf_counter()
+        slot.items_in += len(items)
+        slot.holding, slot.position = items, 0
+        if self.config.batch_size is None:
+            for item in items:
+                if self.stop_event.is_set():  # a stop ends the chunk, not just the next take
+                    self._give_back(items[slot.position:], slot)
+                    break
+                self._process(worker, item, slot, outputs)
+                slot.position += 1
+        else:
+            self._process_batch(worker, items, slot, outputs)
+        slot.holding, slot.position = [], 0
+        outputs.flush()
+        # Cheap items travel in chunks: the queue's lock costs more than the work.
+        # Slow items travel one by one, so an idle thread can always take the next.
+        cheap = (time.perf_counter() - started) / len(items) < _CHEAP_ITEM_SECONDS
+        return _CHUNK if cheap else 1
+
+    def _count_busy(self, change: int) -> None:
+        with self._busy_lock:
+            self._busy_threads += change
+            self.peak_busy = max(self.peak_busy, self._busy_threads)
 
     def _give_back(self, items: list[Any], slot: _Slot) -> None:
         """Items taken but not started when the stage was stopped: lost, like those still queued."""
@@ -423,6 +528,41 @@ class Stage:
             slot.counters.update(getattr(worker, "counters", None) or {})
         except Exception as exc:  # not a mapping of counts: say so, and end the thread normally
             log.error("%s: the worker's counters cannot be summed: %s", self.name, describe(exc))
+
+
+def _start_all(threads: list[threading.Thread]) -> None:
+    """Start ``threads``, from a few threads at once; raise the first ``RuntimeError`` (a refused thread).
+
+    Each start is a handshake: the starting thread waits until the new one runs. A few
+    starters overlap those waits, which on a busy machine is most of the cost. After a
+    refusal no more threads are started.
+    """
+    pending = iter(threads)  # shared by the starters: next() on a list iterator is atomic under the GIL
+    refused: list[RuntimeError] = []
+
+    def start_pending() -> None:
+        for thread in pending:
+            if refused:
+                return
+            try:
+                thread.start()
+            except RuntimeError as exc:
+                refused.append(exc)
+                return
+
+    helpers = []
+    for number in range(min(_STARTERS, len(threads) // _THREADS_PER_STARTER) - 1):
+        helper = threading.Thread(target=start_pending, name=f"thread-starter-{number}")
+        try:
+            helper.start()
+        except RuntimeError:
+            break  # fewer starters, then
+        helpers.append(helper)
+    start_pending()
+    for helper in helpers:
+        helper.join()
+    if refused:
+        raise refused[0]
 
 
 def _snapshot(counters: Any) -> dict[str, Any]:

@@ -157,7 +157,8 @@ def test_close_runs_once_per_worker_object_and_flushes_buffers(run_pipeline, key
         ],
     })
     assert report.ok
-    assert workers.events(key)["init"] == workers.events(key)["close"] == 5
+    # A worker is built by each thread that takes an item (cheap items travel in chunks, so maybe not all 5).
+    assert workers.events(key)["init"] == workers.events(key)["close"] and 1 <= workers.events(key)["init"] <= 5
     assert sorted(workers.collected(key)) == list(range(200))  # everything arrived through close()
 
 

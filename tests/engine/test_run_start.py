@@ -130,5 +130,6 @@ def test_a_worker_with_bad_counters_and_sys_exit_in_close_still_ends_its_thread_
         threading.excepthook = previous
     assert not seen  # no thread died with a traceback
     assert report.stage("Rude").items_out == 5 and report.stage("Rude").state == "done"
-    assert report.stage("Rude").failed == 2  # each close() failure is recorded
+    # Each close() failure is recorded: one per thread that took an item and so built a worker.
+    assert report.stage("Rude").failed in (1, 2)
     assert any("counters cannot be summed" in r.getMessage() for r in caplog.records)

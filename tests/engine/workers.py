@@ -355,3 +355,36 @@ class FailByKind:
             if item % every == 0:
                 raise kind(f"{item} is divisible by {every}")
         return [item]
+
+
+class Sort:
+    """Fails multiples of 7, counts multiples of 5 as ``no_data``, passes the rest on after ``delay`` seconds."""
+
+    def __init__(self, delay: float = 0.0) -> None:
+        self.delay = delay
+        self.counters: Counter[str] = Counter()
+
+    def process(self, item: int) -> Any:
+        if item % 7 == 0:
+            raise ValueError(f"{item} is a multiple of 7")
+        if item % 5 == 0:
+            self.counters["no_data"] += 1
+            return None
+        time.sleep(self.delay)
+        return [item]
+
+
+class FailsFirstBuild:
+    """Sink whose first construction under ``key`` raises (a service not up yet); later ones work."""
+
+    def __init__(self, key: str) -> None:
+        self.key = key
+        with _LOCK:
+            _EVENTS[key]["init"] += 1
+            first = _EVENTS[key]["init"] == 1
+        if first:
+            raise RuntimeError("the service is not up yet")
+
+    def process(self, item: Any) -> None:
+        with _LOCK:
+            _COLLECTED[self.key].append(item)
