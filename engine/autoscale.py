@@ -1,0 +1,200 @@
+"""``instances: auto``: adaptive concurrency for a stage's pool of threads.
+
+:class:`ConcurrencyLimit` is the controller, pure and deterministic: it is fed
+one :class:`Window` of measurements at a time and returns the pool size to
+use next. It follows TCP Vegas and AIMD, as Netflix's concurrency-limits does
+for servers:
+
+- *overload* (the workers counted ``overload``: for the HTTP client, answers
+  429 or 503 and timeouts) shrinks the pool multiplicatively, by ``BACKOFF``;
+- *latency* (the engine's own time per item in ``process()``) above
+  ``TOLERANCE`` times the lowest seen recently shrinks it in proportion
+  (the gradient: back to where latency was within the tolerance);
+- otherwise it grows while growing pays: doubling at first (slow start), then
+  by a quarter, then by one thread a window once overload has been seen
+  (pausing ``PATIENCE_WINDOWS`` just below the size that was overloaded).
+  A step that did not raise throughput by at least ``MIN_GAIN`` of what it
+  should have is undone, and the next try waits a few windows longer.
+  A pool that is not kept busy (too little input) does not grow.
+
+:class:`StageAutoscaler` applies it to a running :class:`engine.stage.Stage`,
+from the monitor thread: it measures windows and calls ``grow``/``retire``.
+It stops resizing for good once the stage is stopped. After every producer of
+the input queue is done it goes on: each thread it adds is owed one more pill
+(see ``Stage.resize``), so every thread still gets exactly one.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from engine.stage import Stage
+
+log = logging.getLogger(__name__)
+
+BACKOFF = 0.8  # the pool after an overload signal, as a fraction of what it was
+TOLERANCE = 2.0  # latency may grow to this multiple of the lowest recent latency before the pool shrinks
+MIN_GAIN = 0.2  # a step must bring at least this fraction of its proportional throughput gain
+MIN_BUSY = 0.5  # the pool grows only while at least this fraction of it is busy on average
+WINDOW_SECONDS = 0.5  # the shortest measuring window
+BASELINE_WINDOWS = 20  # the lowest latency is that of the last this many windows
+PATIENCE_WINDOWS = 4  # windows to wait before trying again a step that did not pay (doubled each time, to 32)
+
+
+@dataclass(frozen=True)
+class Window:
+    """What a stage did over one measuring window."""
+
+    seconds: float  # how long the window lasted
+    items: int  # items finished in it
+    busy_seconds: float  # time spent in process() on them, all threads together
+    overload: int  # overload signals the workers counted in it
+
+    @property
+    def latency(self) -> float:
+        """Seconds per item."""
+        return self.busy_seconds / self.items
+
+    @property
+    def throughput(self) -> float:
+        """Items per second."""
+        return self.items / self.seconds
+
+
+class ConcurrencyLimit:
+    """The pool size of one stage, between ``minimum`` and ``maximum``, updated once per :class:`Window`."""
+
+    def __init__(self, start: int, minimum: int, maximum: int) -> None:
+        if not 1 <= minimum <= start <= maximum:
+            raise ValueError(f"need 1 <= minimum <= start <= maximum, got {minimum}, {start}, {maximum}")
+        self.limit = start
+        self.minimum, self.maximum = minimum, maximum
+        self.reason = "start"  # why the limit is what it is: for the log
+        self._latencies: deque[float] = deque(maxlen=BASELINE_WINDOWS)
+        self._slow_start = True
+        self._congested = False  # overload has been seen: grow one thread at a time
+        self._ceiling = maximum  # the size at the last overload signal
+        self._waited = False  # the pause below the ceiling is over
+        self._step_from: tuple[int, float] | None = None  # (limit, throughput) before the last growth
+        self._patience = PATIENCE_WINDOWS
+        self._wait = 0  # windows left before growing again
+
+    @property
+    def baseline(self) -> float | None:
+        """The lowest latency of the recent windows (seconds per item), None before any."""
+        return min(self._latencies) if self._latencies else None
+
+    def update(self, window: Window) -> int:
+        """Take in one window measured at the current limit; return the limit to use next."""
+        if window.items <= 0 or window.seconds <= 0:
+            return self.limit  # nothing finished: nothing learned
+        latency, throughput = window.latency, window.throughput
+        self._latencies.append(latency)
+        baseline = min(self._latencies)
+        step_from, self._step_from = self._step_from, None
+        if window.overload > 0:
+            self._slow_start, self._congested, self._ceiling = False, True, self.limit
+            return self._set(int(self.limit * BACKOFF), f"{window.overload} overload signal(s)")
+        if latency > TOLERANCE * baseline:
+            if step_from is not None:
+                self._back_off_growth()
+            self._slow_start = False
+            gradient = max(0.5, TOLERANCE * baseline / latency)
+            return self._set(round(self.limit * gradient), f"latency {latency:.3g}s over {TOLERANCE:g}x {baseline:.3g}s")
+        if step_from is not None:
+            before, before_throughput = step_from
+            wanted = before_throughput * (1 + MIN_GAIN * (self.limit - before) / before)
+            if throughput < wanted:
+                self._back_off_growth()
+                return self._set(before, f"growing to {self.limit} did not raise throughput")
+            self._patience = PATIENCE_WINDOWS
+        if self._wait > 0:
+            self._wait -= 1
+            return self.limit
+        if window.busy_seconds / window.seconds < MIN_BUSY * self.limit or self.limit >= self.maximum:
+            return self.limit  # idle threads (too little input), or as large as allowed
+        if self._slow_start:
+            grown = self.limit * 2
+        elif self._congested:
+            grown = self.limit + 1
+            if grown >= self._ceiling and self._wait == 0 and not self._waited:
+                # The size that was overloaded last time: stay just below it a while before trying it again.
+                self._wait, self._waited = PATIENCE_WINDOWS, True
+                return self.limit
+            if self._waited:  # trying the ceiling now: past it, the pool grows as before
+                self._ceiling, self._waited = self.maximum, False
+        else:
+            grown = self.limit + max(1, self.limit // 4)
+        before = self.limit
+        self._set(grown, "throughput rises, latency holds")
+        if self.limit > before:
+            self._step_from = (before, throughput)
+        return self.limit
+
+    def _back_off_growth(self) -> None:
+        # The last step did not pay: wait before the next one, longer each time in a row.
+        self._slow_start = False
+        self._wait, self._patience = self._patience, min(self._patience * 2, 8 * PATIENCE_WINDOWS)
+
+    def _set(self, limit: int, reason: str) -> int:
+        self.limit = max(self.minimum, min(self.maximum, limit))
+        self.reason = reason
+        return self.limit
+
+
+class StageAutoscaler:
+    """Resizes one auto stage from the monitor thread; :meth:`tick` is called on every monitor tick."""
+
+    def __init__(self, stage: Stage, clock: Callable[[], float] = time.monotonic) -> None:
+        auto = stage.config.auto
+        assert auto is not None
+        self.stage = stage
+        self.limit = ConcurrencyLimit(stage.config.instances, auto.min_instances, auto.max_instances)
+        self.frozen = False
+        self._clock = clock
+        self._start: tuple[float, int, float, float] | None = None  # time, done, busy seconds, overload
+        self._settle_until = 0.0  # after a resize, the window starts once new threads have finished an item
+        self._overload_mark: float | None = None  # the overload count at the last resize: what the next window adds to
+
+    def tick(self) -> None:
+        """Measure, and resize the stage when a window is complete; freeze once its input has ended."""
+        if self.frozen:
+            return
+        stage = self.stage
+        if stage.stop_event.is_set() or stage.finished:
+            self.frozen = True  # a stopped stage takes no new items: nothing to size
+            return
+        now = self._clock()
+        if now < self._settle_until:
+            return
+        done, busy, overload = stage.work_done()
+        if self._start is None:
+            # Overload signals that came while the pool settled belong to the next window.
+            mark = overload if self._overload_mark is None else self._overload_mark
+            self._start = (now, done, busy, mark)
+            return
+        started, done_before, busy_before, overload_before = self._start
+        # A window ends after its time, or at once on overload: a server that says "slow down" is heard now.
+        if (now - started < self._window_seconds() and overload == overload_before) or done == done_before:
+            return  # the window goes on (nothing finished yet: nothing to learn from it)
+        window = Window(now - started, done - done_before, busy - busy_before, int(overload - overload_before))
+        before = self.limit.limit
+        after = self.limit.update(window)
+        if after != before:
+            log.info(
+                "%s: %d -> %d threads (%s; %.1f items/s, %.3gs per item)",
+                stage.name, before, after, self.limit.reason, window.throughput, window.latency,
+            )
+            stage.resize(after)
+            self._start, self._settle_until, self._overload_mark = None, now + window.latency, overload
+        else:
+            self._start = (now, done, busy, overload)
+
+    def _window_seconds(self) -> float:
+        # Long enough for each thread to finish about two items, so every window sees the new size.
+        baseline = self.limit.baseline
+        return max(WINDOW_SECONDS, 2 * baseline) if baseline is not None else WINDOW_SECONDS
