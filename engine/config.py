@@ -575,6 +575,7 @@ class _Reader:
         """``instances: auto`` with its bounds, or None for a fixed number (then the bounds must be absent)."""
         value = self.data.get("instances")
         if not (isinstance(value, str) and value == AUTO):
+            self.instances()  # a bad instances is the first thing to say
             for key in ("min_instances", "max_instances"):
                 if key in self.data:
                     self.fail(key, f"is only read with instances: auto (instances is {short_repr(value)})")

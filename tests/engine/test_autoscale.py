@@ -12,6 +12,7 @@ import threading
 import time
 import zlib
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -325,3 +326,45 @@ def test_a_retiring_thread_ends_as_retired_and_is_not_restarted(make_executor, k
     assert report.exit_code == 0 and report.stage("Work").items_in == 250 and work.restarts == 0
     assert sorted(s.outcome for s in work.slots) == ["done"] + [RETIRED] * 3
     assert _EVENTS[key]["init"] == _EVENTS[key]["close"] == 4
+
+
+# -- what a person and a scraper see ---------------------------------------------
+
+
+def _auto_status(**extra: Any) -> StageStatus:
+    fields = dict(name="PriceWorker", alive=13, instances=16, queue_depth=5, items_in=40, items_out=40, failed=0,
+                  lost=0, rate=50.0, expected=None, state="running", pool_size=12, min_instances=1, max_instances=200)
+    fields.update(extra)
+    return StageStatus(**fields)
+
+
+def test_the_live_view_log_line_and_summary_show_an_auto_pool(caplog):
+    from rich.console import Console
+
+    from cli.display import LiveView, render_summary
+    from engine import RunReport, StageReport
+    from engine.monitor import log_statuses
+
+    fixed = _auto_status(name="Store", alive=2, instances=2, pool_size=2, min_instances=None, max_instances=None)
+    console = Console(record=True, width=160, color_system=None)
+    console.print(LiveView(Console(), "run").render([_auto_status(), fixed]))
+    table = console.export_text()
+    assert "13/12 auto 1-200" in table and " 2/2 " in table  # alive / the size it aims at now, and the bounds
+    caplog.set_level("INFO", logger="engine")
+    log_statuses([_auto_status(), fixed])
+    assert caplog.records[0].getMessage().endswith("13/12 auto 1-200 threads")
+    assert caplog.records[1].getMessage().endswith("2/2 threads")
+    report = RunReport(stages=[StageReport("PriceWorker", 16, 40, 40, 0, 0, 1.0, 0, "done", pool_size=12,
+                                           pool_peak=64, min_instances=1, max_instances=200)],
+                       exit_code=0, reason=None, dead_letter_path=Path("x"), dead_letters=0, seconds=1.0)
+    console.print(render_summary(report, "run"))
+    assert "threads auto 1-200: 16 -> 12 (peak 64)" in console.export_text()
+
+
+def test_metrics_export_the_threads_target_of_every_stage():
+    from cli.metrics import _StatusCollector
+
+    collector = _StatusCollector()
+    collector.statuses = [_auto_status(), _auto_status(name="Store", pool_size=2, min_instances=None)]
+    target = next(m for m in collector.collect() if m.name == "pipeline_stage_threads_target")
+    assert {s.labels["stage"]: s.value for s in target.samples} == {"PriceWorker": 12, "Store": 2}
