@@ -6,7 +6,8 @@ use next. It follows TCP Vegas and AIMD, as Netflix's concurrency-limits does
 for servers:
 
 - *overload* (the workers counted ``overload``: for the HTTP client, answers
-  429 or 503 and timeouts) shrinks the pool multiplicatively, by ``BACKOFF``;
+  429 or 503 and timeouts) shrinks the pool multiplicatively: by ``BACKOFF``,
+  or by half when ``HEAVY_OVERLOAD`` of the window's answers were overload;
 - *latency* (the engine's own time per item in ``process()``) above
   ``TOLERANCE`` times the lowest seen recently shrinks it in proportion
   (the gradient: back to where latency was within the tolerance);
@@ -37,6 +38,7 @@ from engine.stage import Stage
 log = logging.getLogger(__name__)
 
 BACKOFF = 0.8  # the pool after an overload signal, as a fraction of what it was
+HEAVY_OVERLOAD = 0.1  # when at least this share of a window's answers are overload signals, the pool is halved
 TOLERANCE = 2.0  # latency may grow to this multiple of the lowest recent latency before the pool shrinks
 MIN_GAIN = 0.2  # a step must bring at least this fraction of its proportional throughput gain
 MIN_BUSY = 0.5  # the pool grows only while at least this fraction of it is busy on average
@@ -98,7 +100,9 @@ class ConcurrencyLimit:
         step_from, self._step_from = self._step_from, None
         if window.overload > 0:
             self._slow_start, self._congested, self._ceiling = False, True, self.limit
-            return self._set(int(self.limit * BACKOFF), f"{window.overload} overload signal(s)")
+            # Far over (a tenth or more of the answers say so): halve, as TCP does on loss; else back off gently.
+            heavy = window.overload >= HEAVY_OVERLOAD * (window.items + window.overload)
+            return self._set(int(self.limit * (0.5 if heavy else BACKOFF)), f"{window.overload} overload signal(s)")
         if latency > TOLERANCE * baseline:
             if step_from is not None:
                 self._back_off_growth()

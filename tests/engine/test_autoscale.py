@@ -43,10 +43,16 @@ def test_slow_start_doubles_while_throughput_scales_and_stops_at_the_maximum():
 
 def test_overload_backs_off_multiplicatively_then_grows_one_thread_a_window():
     limit = ConcurrencyLimit(start=40, minimum=2, maximum=100)
-    assert limit.update(_window(40, overload=3)) == int(40 * BACKOFF) == 32
+    assert limit.update(_window(40, overload=3)) == int(40 * BACKOFF) == 32  # 3 of 403: a gentle back-off
     sizes = [limit.update(_window(limit.limit)) for _ in range(7 + PATIENCE_WINDOWS + 3)]
     # One thread a window, a pause just below the size that was overloaded, then one more try.
     assert sizes == [33, 34, 35, 36, 37, 38, 39] + [39] * (PATIENCE_WINDOWS + 1) + [40, 41]
+
+
+def test_heavy_overload_halves_the_pool():
+    limit = ConcurrencyLimit(start=40, minimum=2, maximum=100)
+    assert limit.update(_window(40, overload=45)) == 20  # 45 of 445 answers said "slow down"
+    assert limit.update(_window(20, overload=100)) == 10
 
 
 def test_latency_over_the_tolerance_shrinks_in_proportion_but_never_below_the_minimum():
