@@ -12,10 +12,11 @@ for servers:
   ``TOLERANCE`` times the lowest seen recently shrinks it in proportion
   (the gradient: back to where latency was within the tolerance);
 - otherwise it grows while growing pays: doubling at first (slow start), then
-  by a quarter, then by one thread a window once overload has been seen
-  (pausing ``PATIENCE_WINDOWS`` just below the size that was overloaded).
-  A step that did not raise throughput by at least ``MIN_GAIN`` of what it
-  should have is undone, and the next try waits a few windows longer.
+  by a quarter, then by a sixteenth once overload has been seen (pausing
+  ``PATIENCE_WINDOWS`` just below the size that was overloaded). A doubling or
+  a quarter step that did not raise throughput by at least ``MIN_GAIN`` of what
+  it should have is undone (a doubling halfway), and the next try waits a few
+  windows longer.
   A pool that is not kept busy (too little input) does not grow.
 
 :class:`StageAutoscaler` applies it to a running :class:`engine.stage.Stage`,
@@ -113,8 +114,11 @@ class ConcurrencyLimit:
             before, before_throughput = step_from
             wanted = before_throughput * (1 + MIN_GAIN * (self.limit - before) / before)
             if throughput < wanted:
+                # After a doubling the best size is likely between the two: go halfway back. After a
+                # smaller step, all the way (halfway would ratchet the pool up a little every time).
+                back = (before + self.limit) // 2 if self._slow_start else before
                 self._back_off_growth()
-                return self._set(before, f"growing to {self.limit} did not raise throughput")
+                return self._set(back, f"growing to {self.limit} did not raise throughput")
             self._patience = PATIENCE_WINDOWS
         if self._wait > 0:
             self._wait -= 1
@@ -124,7 +128,7 @@ class ConcurrencyLimit:
         if self._slow_start:
             grown = self.limit * 2
         elif self._congested:
-            grown = self.limit + 1
+            grown = self.limit + max(1, self.limit // 16)
             if grown >= self._ceiling and self._wait == 0 and not self._waited:
                 # The size that was overloaded last time: stay just below it a while before trying it again.
                 self._wait, self._waited = PATIENCE_WINDOWS, True
@@ -135,7 +139,9 @@ class ConcurrencyLimit:
             grown = self.limit + max(1, self.limit // 4)
         before = self.limit
         self._set(grown, "throughput rises, latency holds")
-        if self.limit > before:
+        if self.limit > before and not self._congested:
+            # Checked next window. Small additive steps are not: their gain is within the noise,
+            # and overload signals, not throughput, end them.
             self._step_from = (before, throughput)
         return self.limit
 
@@ -194,7 +200,10 @@ class StageAutoscaler:
                 stage.name, before, after, self.limit.reason, window.throughput, window.latency,
             )
             stage.resize(after)
-            self._start, self._settle_until, self._overload_mark = None, now + window.latency, overload
+            # After growth, overload signals that come while it settles are the new size's; after a
+            # shrink they are the old size's (retries of requests refused before): not held against the new one.
+            self._overload_mark = overload if after > before else None
+            self._start, self._settle_until = None, now + window.latency
         else:
             self._start = (now, done, busy, overload)
 

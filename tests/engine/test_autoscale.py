@@ -19,7 +19,7 @@ import pytest
 
 from engine import StageStatus
 from engine.autoscale import BACKOFF, PATIENCE_WINDOWS, TOLERANCE, ConcurrencyLimit, Window
-from engine.stage import RETIRED
+from engine.stage import RETIRED, Stage
 
 from .conftest import stage
 
@@ -41,12 +41,12 @@ def test_slow_start_doubles_while_throughput_scales_and_stops_at_the_maximum():
     assert sizes == [8, 16, 32, 50, 50, 50]
 
 
-def test_overload_backs_off_multiplicatively_then_grows_one_thread_a_window():
+def test_overload_backs_off_multiplicatively_then_grows_additively():
     limit = ConcurrencyLimit(start=40, minimum=2, maximum=100)
     assert limit.update(_window(40, overload=3)) == int(40 * BACKOFF) == 32  # 3 of 403: a gentle back-off
-    sizes = [limit.update(_window(limit.limit)) for _ in range(7 + PATIENCE_WINDOWS + 3)]
-    # One thread a window, a pause just below the size that was overloaded, then one more try.
-    assert sizes == [33, 34, 35, 36, 37, 38, 39] + [39] * (PATIENCE_WINDOWS + 1) + [40, 41]
+    sizes = [limit.update(_window(limit.limit)) for _ in range(3 + PATIENCE_WINDOWS + 3)]
+    # A sixteenth more a window, a pause just below the size that was overloaded, then one more try.
+    assert sizes == [34, 36, 38] + [38] * (PATIENCE_WINDOWS + 1) + [40, 42]
 
 
 def test_heavy_overload_halves_the_pool():
@@ -68,10 +68,15 @@ def test_a_step_that_does_not_raise_throughput_is_undone_and_retried_later():
     assert limit.update(_window(10)) == 20
     # At 20 threads the far end serves no more than at 10: latency doubles, just within the tolerance.
     flat = Window(seconds=1.0, items=100, busy_seconds=100 * 0.1 * TOLERANCE, overload=0)
-    assert limit.update(flat) == 10
-    waited = [limit.update(_window(10)) for _ in range(PATIENCE_WINDOWS)]
-    assert waited == [10] * PATIENCE_WINDOWS
-    assert limit.update(_window(10)) == 12  # after slow start: a quarter more
+    assert limit.update(flat) == 15  # halfway back: the best size is likely between 10 and 20
+    waited = [limit.update(_window(15)) for _ in range(PATIENCE_WINDOWS)]
+    assert waited == [15] * PATIENCE_WINDOWS
+    assert limit.update(_window(15)) == 18  # after slow start: a quarter more
+    flat = Window(seconds=1.0, items=150, busy_seconds=18 * 1.0, overload=0)  # no more done at 18 than at 15
+    assert limit.update(flat) == 15  # all the way back
+    waited = [limit.update(_window(15)) for _ in range(2 * PATIENCE_WINDOWS)]
+    assert waited == [15] * 2 * PATIENCE_WINDOWS  # and it waits twice as long before the next try
+    assert limit.update(_window(15)) == 18
 
 
 def test_a_pool_with_idle_threads_does_not_grow():
@@ -227,21 +232,25 @@ def test_auto_shrinks_when_latency_grows(run_pipeline, start_price_server, key):
     assert min(sizes) < sizes[0]
 
 
-def test_every_item_is_accounted_for_while_the_pool_keeps_changing_size(run_pipeline, key, tmp_path):
-    from tests.engine.workers import collected
-
-    items = 2000
-    document = {
+def _jittery_pipeline(items: int, key: str, **work: Any) -> dict[str, Any]:
+    """Numbers 0..items-1 -> Jittery (instances: auto, with ``work``'s settings) -> a collecting sink."""
+    return {
         "monitor_interval": 0.05,
         "queues": [{"name": "numbers", "maxsize": 200}, {"name": "done", "maxsize": 50}],
         "workers": [
             stage("Source", "Range", input_values=[[0, items]], output_queues="numbers"),
-            {"name": "Work", "location": HERE, "class": "Jittery", "instances": "auto", "min_instances": 2,
-             "max_instances": 40, "params": {"key": key, "fail_every": 97}, "input_queue": "numbers",
-             "output_queues": "done"},
+            {"name": "Work", "location": HERE, "class": "Jittery", "instances": "auto", **work,
+             "input_queue": "numbers", "output_queues": "done"},
             stage("Sink", "Collect", params={"key": key}, input_queue="done"),
         ],
     }
+
+
+def test_every_item_is_accounted_for_while_the_pool_keeps_changing_size(run_pipeline, key, tmp_path):
+    from tests.engine.workers import collected
+
+    items = 2000
+    document = _jittery_pipeline(items, key, min_instances=2, max_instances=40, params={"key": key, "fail_every": 97})
     sizes: list[int] = []
     report = run_pipeline(document, on_status=lambda s: sizes.append(s[1].pool_size),
                           dead_letter=tmp_path / "dead.jsonl", max_failures="100%")
@@ -257,28 +266,19 @@ def test_every_item_is_accounted_for_while_the_pool_keeps_changing_size(run_pipe
 def test_an_interrupt_while_the_pool_changes_size_stops_the_run_and_loses_nothing(make_executor, key, tmp_path):
     from tests.engine.workers import collected
 
-    items = 20_000
-    document = {
-        "monitor_interval": 0.05,
-        "queues": [{"name": "numbers", "maxsize": 100}, {"name": "done", "maxsize": 50}],
-        "workers": [
-            stage("Source", "Range", input_values=[[0, items]], output_queues="numbers"),
-            {"name": "Work", "location": HERE, "class": "Jittery", "instances": "auto", "max_instances": 40,
-             "params": {"key": key, "delay": 0.01}, "input_queue": "numbers", "output_queues": "done"},
-            stage("Sink", "Collect", params={"key": key}, input_queue="done"),
-        ],
-    }
+    document = _jittery_pipeline(20_000, key, max_instances=40, params={"key": key, "delay": 0.01})
     sizes: list[int] = []
-    executor = make_executor(document, dead_letter=tmp_path / "dead.jsonl")
+    executors: list[Any] = []
 
     def watch(statuses: list[StageStatus]) -> None:
         sizes.append(statuses[1].pool_size)
-        if len(set(sizes)) >= 3 and executor._interrupts == 0:
-            threading.Thread(target=executor.interrupt).start()
+        if len(set(sizes)) == 3 and len(executors) == 1:  # it has moved up and down: Ctrl+C, from another thread
+            executors.append(threading.Thread(target=executors[0].interrupt))
+            executors[-1].start()
 
-    executor._on_status = watch
+    executors.append(make_executor(document, dead_letter=tmp_path / "dead.jsonl", on_status=watch))
     started = time.monotonic()
-    report = executor.run()
+    report = executors[0].run()
     assert report.exit_code == 130 and time.monotonic() - started < 30
     entries = [json.loads(line) for line in (tmp_path / "dead.jsonl").read_text().splitlines()]
     source = report.stage("Source")
@@ -289,45 +289,28 @@ def test_an_interrupt_while_the_pool_changes_size_stops_the_run_and_loses_nothin
     assert _EVENTS[key]["init"] == _EVENTS[key]["close"]
 
 
-def test_report_json_has_the_pool_of_an_auto_stage(run_pipeline, key, tmp_path):
-    document = {
-        "queues": [{"name": "numbers"}],
-        "workers": [
-            stage("Source", "Range", input_values=[[0, 50]], output_queues="numbers"),
-            {"name": "Work", "location": HERE, "class": "Jittery", "instances": "auto", "min_instances": 3,
-             "max_instances": 9, "params": {"key": key, "overload": 0.0}, "input_queue": "numbers"},
-        ],
-    }
+def test_report_json_has_the_pool_of_an_auto_stage(run_pipeline, key):
+    document = _jittery_pipeline(50, key, min_instances=3, max_instances=9, params={"key": key, "overload": 0.0})
     data = run_pipeline(document).to_dict()
-    source, work = data["stages"]
+    source, work, _ = data["stages"]
     assert (source["pool_size"], source["pool_peak"], source["min_instances"], source["max_instances"]) == (1, 1, None, None)
     assert work["instances"] == 9 and work["min_instances"] == 3 and work["max_instances"] == 9
     assert 3 <= work["pool_size"] <= work["pool_peak"] <= 9
 
 
 def test_a_retiring_thread_ends_as_retired_and_is_not_restarted(make_executor, key):
-    from engine.stage import Stage
-
-    shrunk: list[Any] = []
-    document = {
-        "monitor_interval": 0.05,
-        "queues": [{"name": "numbers", "maxsize": 10}],
-        "workers": [
-            stage("Source", "Range", input_values=[[0, 250]], output_queues="numbers"),
-            {"name": "Work", "location": HERE, "class": "Jittery", "instances": "auto", "min_instances": 4,
-             "max_instances": 4, "params": {"key": key, "overload": 0.0}, "input_queue": "numbers"},
-        ],
-    }
-    executor = make_executor(document)
+    shrunk: list[Stage] = []
+    document = _jittery_pipeline(250, key, min_instances=4, max_instances=4, params={"key": key, "overload": 0.0})
+    executors: list[Any] = []
 
     def shrink(statuses: list[StageStatus]) -> None:
-        work: Stage = executor._stages[1]
+        work: Stage = executors[0]._stages[1]
         if not shrunk and work.items_in > 20:
             work.resize(1)  # as the autoscaler does, from the monitor thread
             shrunk.append(work)
 
-    executor._on_status = shrink
-    report = executor.run()
+    executors.append(make_executor(document, on_status=shrink))
+    report = executors[0].run()
     work = shrunk[0]
     assert report.exit_code == 0 and report.stage("Work").items_in == 250 and work.restarts == 0
     assert sorted(s.outcome for s in work.slots) == ["done"] + [RETIRED] * 3
