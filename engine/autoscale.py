@@ -12,7 +12,8 @@ for servers:
   ``TOLERANCE`` times the lowest seen recently shrinks it in proportion
   (the gradient: back to where latency was within the tolerance);
 - otherwise it grows while growing pays: doubling at first (slow start), then
-  by a quarter, then by a sixteenth once overload has been seen (pausing
+  by a quarter (from when latency passes ``SLOW_START_TOLERANCE`` times the
+  lowest), then by an eighth once overload has been seen (pausing
   ``PATIENCE_WINDOWS`` just below the size that was overloaded). A doubling or
   a quarter step that did not raise throughput by at least ``MIN_GAIN`` of what
   it should have is undone (a doubling halfway), and the next try waits a few
@@ -43,7 +44,9 @@ HEAVY_OVERLOAD = 0.1  # when at least this share of a window's answers are overl
 TOLERANCE = 2.0  # latency may grow to this multiple of the lowest recent latency before the pool shrinks
 MIN_GAIN = 0.2  # a step must bring at least this fraction of its proportional throughput gain
 MIN_BUSY = 0.5  # the pool grows only while at least this fraction of it is busy on average
-WINDOW_SECONDS = 0.5  # the shortest measuring window
+WINDOW_SECONDS = 0.4  # the shortest measuring window
+SLOW_START_TOLERANCE = 1.5  # slow start (doubling) ends once latency passes this multiple of the lowest
+FLOOD = 0.25  # overload signals from this share of the pool end a window at once (else it runs its time)
 BASELINE_WINDOWS = 20  # the lowest latency is that of the last this many windows
 PATIENCE_WINDOWS = 4  # windows to wait before trying again a step that did not pay (doubled each time, to 32)
 
@@ -125,10 +128,12 @@ class ConcurrencyLimit:
             return self.limit
         if window.busy_seconds / window.seconds < MIN_BUSY * self.limit or self.limit >= self.maximum:
             return self.limit  # idle threads (too little input), or as large as allowed
+        if self._slow_start and latency > SLOW_START_TOLERANCE * baseline:
+            self._slow_start = False  # latency starts to tell: from here, smaller steps
         if self._slow_start:
             grown = self.limit * 2
         elif self._congested:
-            grown = self.limit + max(1, self.limit // 16)
+            grown = self.limit + max(1, self.limit // 8)
             if grown >= self._ceiling and self._wait == 0 and not self._waited:
                 # The size that was overloaded last time: stay just below it a while before trying it again.
                 self._wait, self._waited = PATIENCE_WINDOWS, True
@@ -188,8 +193,10 @@ class StageAutoscaler:
             self._start = (now, done, busy, mark)
             return
         started, done_before, busy_before, overload_before = self._start
-        # A window ends after its time, or at once on overload: a server that says "slow down" is heard now.
-        if (now - started < self._window_seconds() and overload == overload_before) or done == done_before:
+        # A window ends after its time, or at once on a flood of overload signals: a server that says
+        # "slow down" to many threads is heard now.
+        flood = overload - overload_before >= max(1.0, FLOOD * self.limit.limit)
+        if (now - started < self._window_seconds() and not flood) or done == done_before:
             return  # the window goes on (nothing finished yet: nothing to learn from it)
         window = Window(now - started, done - done_before, busy - busy_before, int(overload - overload_before))
         before = self.limit.limit

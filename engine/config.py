@@ -50,7 +50,7 @@ MAX_NAME = 100  # characters in a pipeline, stage or queue name
 AUTO = "auto"
 AUTO_MIN_INSTANCES = 1  # default min_instances
 AUTO_MAX_INSTANCES = 1000  # default max_instances
-AUTO_START_INSTANCES = 16  # an auto pool starts here (raised to min_instances, lowered to max_instances)
+AUTO_START_INSTANCES = 32  # an auto pool starts here (raised to min_instances, lowered to max_instances)
 
 
 @dataclass(frozen=True)

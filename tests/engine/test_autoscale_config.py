@@ -13,9 +13,9 @@ from tests.engine.test_config import GOOD, _write
 AUTO = GOOD.replace("    instances: 20\n", "    instances: auto\n    min_instances: 4\n    max_instances: 300\n")
 
 
-def test_auto_loads_with_its_bounds_and_starts_at_16(tmp_path):
+def test_auto_loads_with_its_bounds_and_starts_at_32(tmp_path):
     echo = load_pipeline(_write(tmp_path, AUTO)).stage("Echo")
-    assert echo.auto == AutoInstances(4, 300) and echo.instances == AUTO_START_INSTANCES == 16
+    assert echo.auto == AutoInstances(4, 300) and echo.instances == AUTO_START_INSTANCES == 32
     assert echo.max_threads == 300
 
 
@@ -88,7 +88,7 @@ def test_a_config_built_in_python_is_checked_too(tmp_path):
     for bad, fragment in (
         (dataclasses.replace(echo, auto=AutoInstances(5, 3)), "max_instances: must be at least min_instances (5), not 3"),
         (dataclasses.replace(echo, auto=AutoInstances(0, 3)), "min_instances: must be from 1 to 10,000"),
-        (dataclasses.replace(echo, instances=3), "instances: must be 16 (where the auto pool starts) when auto is set"),
+        (dataclasses.replace(echo, instances=3), "instances: must be 32 (where the auto pool starts) when auto is set"),
     ):
         stages = tuple(bad if s.name == "Echo" else s for s in config.stages)
         with pytest.raises(PipelineConfigError, match=fragment.replace("(", r"\(").replace(")", r"\)")):
