@@ -85,6 +85,7 @@ class ConcurrencyLimit:
         self._congested = False  # overload has been seen: grow one thread at a time
         self._ceiling = maximum  # the size at the last overload signal
         self._waited = False  # the pause below the ceiling is over
+        self._backed_off = False  # the last window had overload signals
         self._step_from: tuple[int, float] | None = None  # (limit, throughput) before the last growth
         self._patience = PATIENCE_WINDOWS
         self._wait = 0  # windows left before growing again
@@ -102,12 +103,16 @@ class ConcurrencyLimit:
         self._latencies.append(latency)
         baseline = min(self._latencies)
         step_from, self._step_from = self._step_from, None
+        backed_off, self._backed_off = self._backed_off, False
         if window.overload > 0:
-            self._slow_start, self._congested, self._ceiling = False, True, self.limit
+            self._slow_start, self._congested, self._ceiling, self._backed_off = False, True, self.limit, True
             # Far over (a tenth or more of the answers say so): halve, as TCP does on loss; else back off gently.
             heavy = window.overload >= HEAVY_OVERLOAD * (window.items + window.overload)
             return self._set(int(self.limit * (0.5 if heavy else BACKOFF)), f"{window.overload} overload signal(s)")
         if latency > TOLERANCE * baseline:
+            if backed_off:
+                # The refused requests' waits (Retry-After) are in this latency: already acted on.
+                return self.limit
             if step_from is not None:
                 self._back_off_growth()
             self._slow_start = False

@@ -7,6 +7,7 @@ whose latency and rate limit each test sets.
 from __future__ import annotations
 
 import json
+import re
 import random
 import threading
 import time
@@ -47,6 +48,15 @@ def test_overload_backs_off_multiplicatively_then_grows_additively():
     sizes = [limit.update(_window(limit.limit)) for _ in range(1 + PATIENCE_WINDOWS + 3)]
     # An eighth more a window, a pause just below the size that was overloaded, then the try, and on.
     assert sizes == [36] + [36] * (PATIENCE_WINDOWS + 1) + [40, 45]
+
+
+def test_latency_right_after_an_overload_back_off_is_not_held_against_the_pool_twice():
+    limit = ConcurrencyLimit(start=40, minimum=2, maximum=100)
+    limit.update(_window(40, busy=0.4))  # the baseline latency, 0.1 s (an idle pool does not grow)
+    assert limit.update(_window(40, overload=2)) == 32
+    # The refused requests waited for Retry-After: this window's latency is high, but that is the overload again.
+    assert limit.update(_window(32, latency=1.0)) == 32
+    assert limit.update(_window(32, latency=1.0)) == 16  # still high a window later: that is latency
 
 
 def test_heavy_overload_halves_the_pool():
@@ -213,7 +223,8 @@ def test_auto_backs_off_when_the_server_answers_429(run_pipeline, start_price_se
     assert sizes[0] == 32 and fetch.pool_size == sizes[-1] <= 8  # from 32 to near the 3 the limit allows
 
 
-def test_auto_shrinks_when_latency_grows(run_pipeline, start_price_server, key):
+def test_auto_shrinks_when_latency_grows(run_pipeline, start_price_server, key, caplog):
+    caplog.set_level("INFO", logger="engine.autoscale")
     server = start_price_server(sleep=0.02)
     symbols = _symbols(server, 1000)
     sizes: list[int] = []  # the pool size at each status, from the slow-down on
@@ -230,6 +241,8 @@ def test_auto_shrinks_when_latency_grows(run_pipeline, start_price_server, key):
     report = run_pipeline(_fetch_pipeline(server.url, symbols, key, max_instances=128), on_status=watch)
     assert report.exit_code == 0 and sizes
     assert min(sizes) < sizes[0]
+    said = [r.getMessage() for r in caplog.records if r.name == "engine.autoscale"]
+    assert any(re.search(r"PriceWorker: \d+ -> \d+ threads \(latency \S+ over 2x", line) for line in said), said
 
 
 def _jittery_pipeline(items: int, key: str, **work: Any) -> dict[str, Any]:
