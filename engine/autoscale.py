@@ -41,11 +41,11 @@ log = logging.getLogger(__name__)
 
 BACKOFF = 0.8  # the pool after an overload signal, as a fraction of what it was
 HEAVY_OVERLOAD = 0.1  # when at least this share of a window's answers are overload signals, the pool is halved
-TOLERANCE = 2.0  # latency may grow to this multiple of the lowest recent latency before the pool shrinks
+TOLERANCE = 1.5  # latency may grow to this multiple of the lowest recent latency before the pool shrinks
 MIN_GAIN = 0.2  # a step must bring at least this fraction of its proportional throughput gain
 MIN_BUSY = 0.5  # the pool grows only while at least this fraction of it is busy on average
 WINDOW_SECONDS = 0.4  # the shortest measuring window
-SLOW_START_TOLERANCE = 1.5  # slow start (doubling) ends once latency passes this multiple of the lowest
+SLOW_START_TOLERANCE = 1.25  # slow start (doubling) ends once latency passes this multiple of the lowest
 FLOOD = 0.25  # overload signals from this share of the pool end a window at once (else it runs its time)
 BASELINE_WINDOWS = 20  # the lowest latency is that of the last this many windows
 PATIENCE_WINDOWS = 4  # windows to wait before trying again a step that did not pay (doubled each time, to 32)

@@ -242,7 +242,8 @@ def test_auto_shrinks_when_latency_grows(run_pipeline, start_price_server, key, 
     assert report.exit_code == 0 and sizes
     assert min(sizes) < sizes[0]
     said = [r.getMessage() for r in caplog.records if r.name == "engine.autoscale"]
-    assert any(re.search(r"PriceWorker: \d+ -> \d+ threads \(latency \S+ over 2x", line) for line in said), said
+    shrank = re.compile(rf"PriceWorker: \d+ -> \d+ threads \(latency \S+ over {TOLERANCE:g}x")
+    assert any(shrank.match(line) for line in said), said
 
 
 def _jittery_pipeline(items: int, key: str, **work: Any) -> dict[str, Any]:
