@@ -44,7 +44,7 @@ HEAVY_OVERLOAD = 0.1  # when at least this share of a window's answers are overl
 TOLERANCE = 1.5  # latency may grow to this multiple of the lowest recent latency before the pool shrinks
 MIN_GAIN = 0.2  # a step must bring at least this fraction of its proportional throughput gain
 MIN_BUSY = 0.5  # the pool grows only while at least this fraction of it is busy on average
-WINDOW_SECONDS = 0.4  # the shortest measuring window
+WINDOW_SECONDS = 0.3  # the shortest measuring window
 SLOW_START_TOLERANCE = 1.25  # slow start (doubling) ends once latency passes this multiple of the lowest
 FLOOD = 0.25  # overload signals from this share of the pool end a window at once (else it runs its time)
 BASELINE_WINDOWS = 20  # the lowest latency is that of the last this many windows
@@ -220,6 +220,6 @@ class StageAutoscaler:
             self._start = (now, done, busy, overload)
 
     def _window_seconds(self) -> float:
-        # Long enough for each thread to finish about two items, so every window sees the new size.
+        # Long enough for each thread to finish an item or two, so every window sees the new size.
         baseline = self.limit.baseline
-        return max(WINDOW_SECONDS, 2 * baseline) if baseline is not None else WINDOW_SECONDS
+        return max(WINDOW_SECONDS, 1.5 * baseline) if baseline is not None else WINDOW_SECONDS
