@@ -21,10 +21,13 @@ for servers:
   A pool that is not kept busy (too little input) does not grow.
 
 :class:`StageAutoscaler` applies it to a running :class:`engine.stage.Stage`,
-from the monitor thread: it measures windows and calls ``grow``/``retire``.
-It stops resizing for good once the stage is stopped. After every producer of
-the input queue is done it goes on: each thread it adds is owed one more pill
-(see ``Stage.resize``), so every thread still gets exactly one.
+from the monitor thread: it measures windows (at least ``WINDOW_SECONDS`` and
+1.5 times the lowest time per item; cut short by a flood of overload signals),
+and calls ``Stage.resize``. After a resize the next window starts once the
+threads have had time to finish an item at the new size. It stops resizing for
+good once the stage is stopped. After every producer of the input queue is done
+it goes on: each thread it adds is owed one more pill (see ``Stage.resize``),
+so every thread still gets its own.
 """
 
 from __future__ import annotations
@@ -82,7 +85,7 @@ class ConcurrencyLimit:
         self.reason = "start"  # why the limit is what it is: for the log
         self._latencies: deque[float] = deque(maxlen=BASELINE_WINDOWS)
         self._slow_start = True
-        self._congested = False  # overload has been seen: grow one thread at a time
+        self._congested = False  # overload has been seen: grow by an eighth, and pause below the ceiling
         self._ceiling = maximum  # the size at the last overload signal
         self._waited = False  # the pause below the ceiling is over
         self._backed_off = False  # the last window had overload signals
@@ -139,7 +142,7 @@ class ConcurrencyLimit:
             grown = self.limit * 2
         elif self._congested:
             grown = self.limit + max(1, self.limit // 8)
-            if grown >= self._ceiling and self._wait == 0 and not self._waited:
+            if grown >= self._ceiling and not self._waited:
                 # The size that was overloaded last time: stay just below it a while before trying it again.
                 self._wait, self._waited = PATIENCE_WINDOWS, True
                 return self.limit
@@ -181,7 +184,7 @@ class StageAutoscaler:
         self._overload_mark: float | None = None  # the overload count at the last resize: what the next window adds to
 
     def tick(self) -> None:
-        """Measure, and resize the stage when a window is complete; freeze once its input has ended."""
+        """Measure, and resize the stage when a window is complete; stop for good once the stage is stopped."""
         if self.frozen:
             return
         stage = self.stage
