@@ -6,6 +6,7 @@ import datetime as dt
 import json
 import os
 import platform
+import resource
 import signal
 import subprocess
 import sys
@@ -114,6 +115,12 @@ def run_interruptible(executor: Any) -> Any:
     if report.interrupted:
         raise KeyboardInterrupt
     return report
+
+
+def cpu_seconds() -> float:
+    """CPU time (user + system) this process has used so far, all threads."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def load_average() -> tuple[float, float, float] | None:

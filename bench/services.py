@@ -30,9 +30,22 @@ log = logging.getLogger(__name__)
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 @contextmanager
-def price_server(*, sleep: float = 0.0, jitter: float = 0.0, seed: int = 0) -> Iterator[crypto_server.ServerProcess]:
-    """The bundled price server in a child process for the block, with this latency and seed."""
-    with crypto_server.start_server_process(sleep=sleep, jitter=jitter, seed=seed) as server:
+def price_server(
+    *,
+    sleep: float = 0.0,
+    jitter: float = 0.0,
+    seed: int = 0,
+    assets: int | None = None,
+    server_kind: str | None = None,
+) -> Iterator[crypto_server.ServerProcess]:
+    """The bundled price server in a child process for the block, with this latency, seed and
+    number of assets (None: the server's default).
+
+    ``server_kind`` is its WSGI server, ``"gevent"`` or ``"werkzeug"`` (None: the default).
+    """
+    with crypto_server.start_server_process(
+        sleep=sleep, jitter=jitter, seed=seed, assets=assets, server=server_kind
+    ) as server:
         log.info("price server %s in process %s (sleep %gs, jitter %gs)", server.url, server.pid, sleep, jitter)
         try:
             yield server

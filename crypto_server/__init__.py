@@ -43,6 +43,15 @@ Python API::
 A server in a child process does not compete with its clients for the GIL; it stops
 when stopped, and also when its parent process ends in any way (see ``process.py``).
 
+Two WSGI servers serve the same app, with the same answers and faults. The child
+process and the command line use gevent's (``server="gevent"``, the default where
+gevent is installed): a greenlet per connection, keep-alive, latency slept
+cooperatively, so thousands of slow requests are held at once for little CPU; it
+monkey patches nothing. ``serve_in_background()`` uses werkzeug's threaded server
+by default (a thread per connection, each connection closed after one answer),
+which needs nothing beyond Flask; ``serve_in_background(server="gevent")`` is there
+too. Either closes a connection idle for 60 s and listens with a backlog of 4096.
+
 ``create_app()`` returns the Flask app alone (it has the same ``dataset``, ``stats``,
 ``faults`` and ``set_faults()``), for the Flask test client. ``load_dataset()`` builds
 the :class:`Dataset` the server answers from; ``Dataset.price()`` returns exactly what

@@ -6,6 +6,7 @@ import argparse
 import logging
 import math
 import sys
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -13,7 +14,7 @@ from .app import create_app
 from .data import DataError, parse_day
 from .load import load_dataset
 from .process import serve_for_parent
-from .server import ServerHandle, _bind
+from .server import SERVERS, ServerHandle, _bind, gevent_available, raise_open_file_limit
 from .synthetic import FIRST_DAY, LAST_DAY, MAX_ASSETS
 
 _PROG = "crypto_server"
@@ -53,6 +54,13 @@ def _parser() -> argparse.ArgumentParser:
     net.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s)")
     net.add_argument(
         "--port", type=_port, default=5000, help="port to listen on, 0 for any free one (default: %(default)s)"
+    )
+    net.add_argument(
+        "--server",
+        choices=SERVERS,
+        help="the WSGI server: gevent (a greenlet per connection, keep-alive; thousands of concurrent "
+        "requests) or werkzeug (a thread per connection, one request per connection) "
+        "(default: gevent if it is installed, else werkzeug)",
     )
 
     data = parser.add_argument_group("data")
@@ -115,7 +123,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the server until interrupted; returns the exit status (1: cannot listen, 2: bad data)."""
+    """Run the server until interrupted; returns the exit status (1: cannot listen, 2: bad data or gevent missing)."""
     parser = _parser()
     args = parser.parse_args(argv)
     if args.data_dir is not None:
@@ -136,6 +144,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{_PROG}: {exc}", file=sys.stderr)
         return 2
 
+    if args.server is None:
+        args.server = "gevent" if gevent_available() else "werkzeug"
+        if args.server == "werkzeug":
+            print(f"{_PROG}: gevent is not installed: serving with werkzeug, a thread per connection", file=sys.stderr)
+    elif args.server == "gevent" and not gevent_available():
+        print(f"{_PROG}: --server gevent: gevent is not installed (pip install gevent)", file=sys.stderr)
+        return 2
     app = create_app(
         dataset,
         sleep=args.sleep,
@@ -144,8 +159,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         rate_limit=args.rate_limit,
         seed=args.seed,
     )
+    raise_open_file_limit()  # a descriptor per connection: this process is the server alone
     try:
-        server = _bind(app, args.host, args.port)
+        server = _bind(app, args.host, args.port, args.server)
     except OSError as exc:
         print(f"{_PROG}: {exc.strerror or exc}", file=sys.stderr)
         return 1
@@ -160,15 +176,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     host = f"[{server.host}]" if ":" in server.host else server.host
     print(
         f"{_PROG}: serving {len(dataset.symbols)} assets on {len(dataset.exchanges)} exchanges, "
-        f"{dataset.days.first}..{dataset.days.last}, at http://{host}:{server.port} (Ctrl+C to stop)",
+        f"{dataset.days.first}..{dataset.days.last}, at http://{host}:{server.port} ({args.server}; Ctrl+C to stop)",
         flush=True,
     )
+    # Served from a thread, so Ctrl+C reaches this one, never stuck in a C event loop (gevent's).
+    handle = ServerHandle(app, server)  # type: ignore[arg-type]
     try:
-        server.serve_forever()
+        while handle.running:
+            time.sleep(0.5)
     except KeyboardInterrupt:
         pass
     finally:
-        server.server_close()
+        handle.stop()
     return 0
 
 

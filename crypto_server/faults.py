@@ -1,8 +1,9 @@
 """Slow and faulty network on demand, and the request counters that show what happened.
 
 The fault layer is WSGI middleware in front of the Flask app, so it applies to every
-request the same way: rate limit first (429 at once, as real limiters answer), then
-latency (slept with no lock held), then an injected 500/503 or the real answer.
+request the same way: rate limit first (429 at once, as real limiters answer), then an
+injected 500/503 or the real answer, which leaves once the latency has passed since the
+request arrived (slept with no lock held).
 """
 
 from __future__ import annotations
@@ -21,6 +22,9 @@ from typing import Any
 # Looked up at call time so tests can replace the clock and the sleep of this module alone.
 _now: Callable[[], float] = time.monotonic
 _sleep: Callable[[float], None] = time.sleep
+
+# A server whose requests must not block their thread (gevent's) puts its own sleep in the environ here.
+SLEEP_KEY = "crypto_server.sleep"
 
 
 @dataclass(frozen=True)
@@ -171,13 +175,20 @@ class _FaultMiddleware:
                     return _answer(
                         start_response, 429, "Too Many Requests", "rate limit exceeded", retry_after=retry_after
                     )
+            arrived = _now()
             delay, injected = self._draw(faults)
-            if delay > 0:
-                _sleep(delay)  # no lock held: slow requests overlap freely
             if injected is not None:
                 self.stats._error()
-                return _answer(start_response, *injected, "simulated server fault")
-            return self._app(environ, start_response)
+                answer = _Held(lambda respond: _answer(respond, *injected, "simulated server fault"))
+            else:
+                answer = _Held(lambda respond: self._app(environ, respond))
+            # The answer is built first and leaves once the latency has passed since the request
+            # arrived, as a real server's work is part of its latency: under a burst of thousands
+            # the work of one request overlaps the others' waits instead of piling up after them.
+            left = arrived + delay - _now()
+            if left > 0:
+                (environ.get(SLEEP_KEY) or _sleep)(left)  # no lock held: slow requests overlap freely
+            return answer.send(start_response)
         finally:
             self.stats._end()
 
@@ -198,6 +209,32 @@ class _FaultMiddleware:
         with self._set_lock:  # two callers must not lose each other's changes
             self.faults = dataclasses.replace(self.faults, **changes)
             return self.faults
+
+
+class _Held:
+    """A WSGI answer built now and handed to the real ``start_response`` later."""
+
+    def __init__(self, build: Callable[[Callable], Iterable[bytes]]) -> None:
+        self._status, self._headers, self._exc_info = "", [], None
+        body = build(self._start_response)
+        try:
+            self._body = b"".join(body)  # the app's answers are small; a stream would defeat the point
+        finally:
+            close = getattr(body, "close", None)
+            if close is not None:
+                close()
+
+    def _start_response(self, status: str, headers: list, exc_info: Any = None) -> Callable[[bytes], None]:
+        self._status, self._headers, self._exc_info = status, headers, exc_info
+        return self._refuse_write
+
+    @staticmethod
+    def _refuse_write(data: bytes) -> None:
+        raise RuntimeError("the price server's answers are returned, never written")
+
+    def send(self, start_response: Callable) -> list[bytes]:
+        start_response(self._status, self._headers, self._exc_info)
+        return [self._body]
 
 
 def _answer(

@@ -107,7 +107,8 @@ def start_server_process(
 
     ``options`` are the command-line options of ``python -m crypto_server`` as keywords
     (``sleep``, ``jitter``, ``error_rate``, ``rate_limit``, ``seed``, ``assets``,
-    ``first_day``, ``last_day``, ``data_dir``); None leaves one at its default. The
+    ``first_day``, ``last_day``, ``data_dir``, ``server``); None leaves one at its
+    default (for ``server``: gevent where it is installed, else werkzeug). The
     child's warnings go to this process's stderr. Raises :class:`ServerProcessError`
     if the child cannot start (bad option, bad data, no port) within ``start_timeout``
     seconds; nothing is left running then.

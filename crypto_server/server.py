@@ -1,4 +1,11 @@
-"""A real threaded HTTP server for the app: in a background thread, or in the foreground for the CLI."""
+"""A real HTTP server for the app: in a background thread, or in the foreground for the CLI.
+
+Two WSGI servers serve the same app: werkzeug's threaded server (a thread per
+connection, one request per connection: the default of the Python API, which
+needs nothing but Flask) and gevent's (a greenlet per connection, keep-alive:
+see :mod:`crypto_server.cooperative`), which ``python -m crypto_server`` and
+``start_server_process()`` use where gevent is installed.
+"""
 
 from __future__ import annotations
 
@@ -20,8 +27,9 @@ from .faults import Faults, Stats
 
 _log = logging.getLogger("crypto_server")
 
-# Werkzeug listens with a backlog of 128; a benchmark opens 500 connections at once.
-_BACKLOG = 1024
+# Werkzeug listens with a backlog of 128; a benchmark opens 5,000 connections at once.
+# Linux caps it at net.core.somaxconn (4096 by default since 5.4), other systems lower.
+_BACKLOG = 4096
 # How often serve_forever checks for stop(); it bounds how long stop() takes.
 _POLL_INTERVAL = 0.05
 # A client that connects and then says nothing must not hold a thread forever.
@@ -29,7 +37,7 @@ _IDLE_TIMEOUT = 60.0
 
 
 class _RequestHandler(WSGIRequestHandler):
-    timeout = _IDLE_TIMEOUT
+    timeout: float = _IDLE_TIMEOUT  # _bind sets the one in force
 
     def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
         if _log.isEnabledFor(logging.DEBUG):
@@ -57,12 +65,60 @@ class _Server(ThreadedWSGIServer):
         _log.exception("error while handling a request from %s", client_address)
 
 
-def _bind(app: Any, host: str, port: int) -> _Server:
-    """A threaded WSGI server listening on host:port (0 picks a free port).
+SERVERS = ("gevent", "werkzeug")
+
+
+def gevent_available() -> bool:
+    """Whether the gevent server can be used here (gevent is installed)."""
+    try:
+        import gevent.pywsgi  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _bind(app: Any, host: str, port: int, server: str = "werkzeug") -> Any:
+    """A WSGI server (``"werkzeug"`` or ``"gevent"``) listening on host:port (0 picks a free port).
 
     Raises ``OSError`` with a one-line message such as
-    ``cannot listen on 127.0.0.1:5000: address already in use``.
+    ``cannot listen on 127.0.0.1:5000: address already in use``, ``ImportError``
+    for ``"gevent"`` when gevent is not installed, ``ValueError`` for another name.
     """
+    if server not in SERVERS:
+        raise ValueError(f"server must be one of {', '.join(SERVERS)}, got {server!r}")
+    if server == "gevent":
+        from .cooperative import CooperativeServer  # imports gevent, so only when asked for
+
+        return CooperativeServer(app, _listen(host, port), _IDLE_TIMEOUT)
+    sock = _listen(host, port)
+    handler = type("RequestHandler", (_RequestHandler,), {"timeout": _IDLE_TIMEOUT})
+    try:
+        return _Server(host, port, app, handler=handler, fd=sock.fileno())
+    finally:
+        sock.close()  # werkzeug works on a duplicate of the descriptor
+
+
+def raise_open_file_limit(wanted: int = 65536) -> None:
+    """Raise this process's soft limit of open files towards ``wanted`` (never past the hard limit).
+
+    A server holding thousands of connections needs a descriptor for each; the usual
+    soft limit is 1024. A no-op where there is no such limit (Windows).
+    """
+    try:
+        import resource
+    except ImportError:
+        return
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    if soft != resource.RLIM_INFINITY and soft < target:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        except (OSError, ValueError):  # macOS refuses some values below the hard limit
+            _log.debug("cannot raise the open file limit from %s to %s", soft, target)
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    """A socket listening on host:port, or ``OSError`` with a one-line message."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     try:
         # Bound here rather than by werkzeug, which prints and calls sys.exit() on failure.
@@ -77,10 +133,7 @@ def _bind(app: Any, host: str, port: int) -> _Server:
         raise OSError(exc.errno, f"cannot listen on {host}:{port}: {reason}") from None
     except OverflowError:
         raise OSError(None, f"cannot listen on {host}:{port}: port out of range") from None
-    try:
-        return _Server(host, port, app, handler=_RequestHandler, fd=sock.fileno())
-    finally:
-        sock.close()  # werkzeug works on a duplicate of the descriptor
+    return sock
 
 
 class ServerHandle:
@@ -90,7 +143,7 @@ class ServerHandle:
     app's (see :class:`CryptoServerApp`).
     """
 
-    def __init__(self, app: CryptoServerApp, server: _Server) -> None:
+    def __init__(self, app: CryptoServerApp, server: Any) -> None:
         self.app = app
         self._server = server
         self.host: str = server.host
@@ -131,8 +184,9 @@ class ServerHandle:
     def stop(self) -> None:
         """Stop accepting connections, free the port and join the server thread. Idempotent.
 
-        Requests already being handled finish in their own threads, which never hold up
-        interpreter exit.
+        With werkzeug, requests already being handled finish in their own threads, which
+        never hold up interpreter exit. With gevent, they get up to a second to finish
+        before their connections are closed; idle keep-alive connections are closed at once.
         """
         with self._stop_lock:
             if self._stopped:
@@ -160,6 +214,7 @@ def serve_in_background(
     host: str = "127.0.0.1",
     *,
     data_dir: str | Path | None = None,
+    server: str = "werkzeug",
     **options: Any,
 ) -> ServerHandle:
     """Start the server on a real socket in a background thread and return its handle.
@@ -167,14 +222,17 @@ def serve_in_background(
     ``port=0`` picks a free port (see ``handle.url``). ``options`` are the keywords
     of :func:`create_app` (``dataset``, ``sleep``, ``jitter``, ``error_rate``,
     ``rate_limit``, ``seed``, ``assets``); ``data_dir`` loads Cryptowatch CSV files
-    instead of the synthetic data. Raises ``OSError`` if the address cannot be
-    bound, ``DataError``/``ValueError`` on bad data or options.
+    instead of the synthetic data. ``server="gevent"`` serves with gevent (keep-alive,
+    a greenlet per connection) instead of werkzeug's threaded server, without
+    monkey patching anything. Raises ``OSError`` if the address cannot be bound,
+    ``DataError``/``ValueError`` on bad data or options, ``ImportError`` if gevent
+    is asked for and not installed.
     """
     if data_dir is not None:
         if options.get("dataset") is not None:
             raise ValueError("pass either dataset or data_dir, not both")
         options["dataset"] = load_dataset(data_dir)
     app = create_app(**options)
-    handle = ServerHandle(app, _bind(app, host, port))  # type: ignore[arg-type]
+    handle = ServerHandle(app, _bind(app, host, port, server))  # type: ignore[arg-type]
     _log.debug("serving %r on %s", app.dataset, handle.url)
     return handle

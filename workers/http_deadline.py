@@ -1,4 +1,4 @@
-"""A requests transport whose every socket wait is bounded by one deadline per request.
+"""urllib3 connection pools whose every socket wait is bounded by one deadline per request.
 
 A socket timeout bounds each receive, not a response: a server sending one byte
 of its headers every few seconds never trips it. Here, before every receive
@@ -7,8 +7,9 @@ the request has left, capped by the per-read timeout. Once the deadline has
 passed, the next wait fails at once. No thread or timer is involved: the cost
 is a clock read and a ``settimeout`` per receive.
 
-:class:`DeadlineAdapter` is what :class:`workers.http.HttpClient` mounts; the
-rest is the plumbing that carries its :class:`Deadline` down to the sockets.
+:class:`workers.http.HttpClient` builds its pools from :class:`HTTPConnectionPool`
+and :class:`HTTPSConnectionPool` here (or binds a proxy manager's with
+:func:`bind_deadline`); the rest carries its :class:`Deadline` down to the sockets.
 """
 
 from __future__ import annotations
@@ -21,7 +22,6 @@ import time
 from functools import partial
 from typing import Any
 
-from requests.adapters import HTTPAdapter
 from urllib3 import connectionpool, poolmanager
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.exceptions import ConnectTimeoutError
@@ -61,29 +61,17 @@ class Deadline:
         return left if cap is None or left < cap else cap
 
 
-class DeadlineAdapter(HTTPAdapter):
-    """An ``HTTPAdapter`` whose connections (direct or through an HTTP proxy) honour ``deadline``."""
+def bind_deadline(manager: poolmanager.PoolManager, deadline: Deadline) -> poolmanager.PoolManager:
+    """Make the pools ``manager`` builds (direct or through an HTTP proxy) honour ``deadline``; return it.
 
-    def __init__(self, deadline: Deadline, **kwargs: Any) -> None:
-        self._deadline = deadline  # before super().__init__, which builds the pool manager
-        super().__init__(**kwargs)
-
-    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
-        super().init_poolmanager(*args, **kwargs)
-        self._bind(self.poolmanager)
-
-    def proxy_manager_for(self, proxy: str, **kwargs: Any) -> Any:
-        manager = super().proxy_manager_for(proxy, **kwargs)
-        self._bind(manager)
-        return manager
-
-    def _bind(self, manager: poolmanager.PoolManager) -> None:
-        # Only managers with urllib3's stock pools: a SOCKS manager keeps its own (and per-read timeouts).
-        if manager.pool_classes_by_scheme is poolmanager.pool_classes_by_scheme:
-            manager.pool_classes_by_scheme = {
-                "http": partial(HTTPConnectionPool, deadline=self._deadline),
-                "https": partial(HTTPSConnectionPool, deadline=self._deadline),
-            }
+    Only managers with urllib3's stock pools: a SOCKS manager keeps its own (and per-read timeouts).
+    """
+    if manager.pool_classes_by_scheme is poolmanager.pool_classes_by_scheme:
+        manager.pool_classes_by_scheme = {
+            "http": partial(HTTPConnectionPool, deadline=deadline),
+            "https": partial(HTTPSConnectionPool, deadline=deadline),
+        }
+    return manager
 
 
 class _DeadlineConnection:

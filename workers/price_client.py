@@ -6,8 +6,9 @@ import datetime as dt
 import os
 import reprlib
 import re
-from collections.abc import Mapping
-from typing import Any, Literal
+import threading
+from collections.abc import Callable, Mapping
+from typing import Any, Literal, TypeVar
 from urllib.parse import quote
 
 import requests
@@ -21,6 +22,7 @@ DEFAULT_BASE_URL = "http://127.0.0.1:5000"
 _DAY_RE = re.compile(r"\d{4}-\d{2}-\d{2}")
 
 Day = dt.date | Literal["latest"]
+T = TypeVar("T")
 
 
 class PriceDataError(Exception):
@@ -53,12 +55,66 @@ def parse_day(value: Any, name: str, *, allow_latest: bool = True) -> Day:
     raise ValueError(f"{name} must be {expected}, not {reprlib.repr(value)}")
 
 
+class _Flight:
+    """One lookup in progress: its followers wait for ``done``; ``value`` is set if it succeeded."""
+
+    __slots__ = ("done", "ok", "value")
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        self.ok = False
+        self.value: Any = None
+
+
+class _SharedLookups:
+    """Lookups in flight, shared by the clients of this process that ask the same URL at the same time.
+
+    A fetch pool starts its threads together and each one's client asks the
+    server's exchange list and newest day: W requests for one answer. Here the
+    first asker (the leader) sends the request; those who ask while it is in
+    flight wait for its answer instead. Nothing is kept once it is answered (no
+    stale answers): a later asker sends its own request. A follower whose
+    leader failed, or took longer than the follower's own ``total_timeout``,
+    asks for itself, so it sees its own error.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()  # guards _flights: clients of many threads ask at once
+        self._flights: dict[str, _Flight] = {}
+
+    def ask(self, url: str, fetch: Callable[[], T], timeout: float) -> T:
+        """``fetch()``'s answer, or that of the same lookup in flight in another thread."""
+        with self._lock:
+            flight = self._flights.get(url)
+            leader = flight is None
+            if leader:
+                flight = self._flights[url] = _Flight()
+        assert flight is not None
+        if not leader:
+            if flight.done.wait(timeout) and flight.ok:
+                return flight.value  # type: ignore[no-any-return]
+            return fetch()
+        try:
+            flight.value = fetch()
+            flight.ok = True
+            return flight.value  # type: ignore[no-any-return]
+        finally:
+            with self._lock:
+                del self._flights[url]
+            flight.done.set()
+
+
+# Process-wide on purpose: it shares only requests in flight, and holds nothing once they end.
+_SHARED = _SharedLookups()
+
+
 class PriceServerClient:
     """The price server's endpoints over one :class:`HttpClient`, for one thread.
 
     ``base_url`` defaults to ``$PRICE_SERVER_URL``, else ``http://127.0.0.1:5000``;
     ``http`` holds keyword arguments for ``HttpClient``.  The exchange list and
-    the newest day are asked once and remembered (only once they succeed).
+    the newest day are asked once and remembered (only once they succeed);
+    clients in other threads asking them at the same moment share one request.
     """
 
     def __init__(self, base_url: str | None = None, http: Mapping[str, Any] | None = None) -> None:
@@ -90,23 +146,29 @@ class PriceServerClient:
         """All exchanges the server knows (``GET /exchanges``)."""
         if self._exchanges is None:
             url = self.url("exchanges")
-            data = self.get_json(url)
-            if not isinstance(data, list) or not data or not all(isinstance(x, str) and x for x in data):
-                raise PriceDataError(f"expected a non-empty list of exchange names from {url}, got {data!r:.200}")
-            self._exchanges = data
+            self._exchanges = _SHARED.ask(url, lambda: self._read_exchanges(url), self.http.total_timeout)
         return self._exchanges
 
     def latest_day(self) -> dt.date:
         """The newest day the server has prices for (``last`` of ``GET /days``)."""
         if self._latest is None:
             url = self.url("days")
-            data = self.get_json(url)
-            last = data.get("last") if isinstance(data, dict) else None
-            try:
-                self._latest = parse_day(last, "last", allow_latest=False)  # type: ignore[assignment]
-            except ValueError as exc:
-                raise PriceDataError(f"no usable 'last' day from {url}: {data!r:.200}") from exc
-        return self._latest  # type: ignore[return-value]
+            self._latest = _SHARED.ask(url, lambda: self._read_latest_day(url), self.http.total_timeout)
+        return self._latest
+
+    def _read_exchanges(self, url: str) -> list[str]:
+        data = self.get_json(url)
+        if not isinstance(data, list) or not data or not all(isinstance(x, str) and x for x in data):
+            raise PriceDataError(f"expected a non-empty list of exchange names from {url}, got {data!r:.200}")
+        return data
+
+    def _read_latest_day(self, url: str) -> dt.date:
+        data = self.get_json(url)
+        last = data.get("last") if isinstance(data, dict) else None
+        try:
+            return parse_day(last, "last", allow_latest=False)  # type: ignore[return-value]
+        except ValueError as exc:
+            raise PriceDataError(f"no usable 'last' day from {url}: {data!r:.200}") from exc
 
     def check(self, exchanges: list[str] | Literal["all"]) -> None:
         """Raise one clear sentence unless the server answers and knows every named exchange."""

@@ -20,7 +20,7 @@ from .conftest import CSV_DIR
 REPO = Path(__file__).resolve().parents[2]
 FLAGS = [
     "--host", "--port", "--data-dir", "--assets", "--first-day", "--last-day", "--seed",
-    "--sleep", "--jitter", "--error-rate", "--rate-limit", "--verbose",
+    "--sleep", "--jitter", "--error-rate", "--rate-limit", "--verbose", "--server",
 ]  # fmt: skip
 
 
@@ -85,11 +85,30 @@ def test_port_in_use_exits_1(capsys: pytest.CaptureFixture[str]) -> None:
     assert one_line_error(capsys) == f"crypto_server: cannot listen on 127.0.0.1:{port}: address already in use"
 
 
+def test_without_gevent_the_default_is_werkzeug_and_asking_for_gevent_exits_2(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import crypto_server.__main__ as cli
+
+    monkeypatch.setattr(cli, "gevent_available", lambda: False)
+    assert main(["--server", "gevent", "--assets", "3"]) == 2
+    assert one_line_error(capsys) == "crypto_server: --server gevent: gevent is not installed (pip install gevent)"
+    with socket.socket() as taken:  # stops it right after the choice of server
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert main(["--port", str(port), "--assets", "3"]) == 1
+    err = capsys.readouterr().err.splitlines()
+    assert err[0] == "crypto_server: gevent is not installed: serving with werkzeug, a thread per connection"
+    assert err[1].endswith("address already in use") and len(err) == 2
+
+
 @pytest.mark.timeout(60)
-def test_real_run_serves_until_interrupted() -> None:
+@pytest.mark.parametrize("server", ["gevent", "werkzeug"])
+def test_real_run_serves_until_interrupted(server: str) -> None:
     env = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "crypto_server", "--port", "0", "--assets", "12", "--seed", "3", "-v"],
+        [sys.executable, "-m", "crypto_server", "--port", "0", "--assets", "12", "--seed", "3", "-v", "--server", server],
         cwd=REPO,
         env=env,
         stdout=subprocess.PIPE,

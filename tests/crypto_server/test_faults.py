@@ -137,3 +137,37 @@ def test_sleep_is_spent_without_holding_a_lock(dataset: Dataset, monkeypatch: py
     assert len(held) == 20
     assert all(0.25 <= s <= 0.75 and not any(locks) for s, *locks in held)
     assert len({s for s, *_ in held}) > 1, "jitter varies the delay"
+
+
+def test_the_answer_is_built_within_the_latency_not_after_it(
+    dataset: Dataset, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The app's own work (0.1 s here, on the fake clock) is part of the 0.25 s latency: the layer
+    # sleeps only what is left, so a burst's work overlaps its waits instead of queueing after them.
+    app = crypto_server.create_app(dataset, sleep=0.25)
+    layer = app._fault_layer
+    inner = layer._app
+    events = []
+
+    def slow_app(environ: dict, start_response):
+        clock.now += 0.1
+        events.append("built")
+        return inner(environ, start_response)
+
+    def fake_sleep(seconds: float) -> None:
+        events.append(round(seconds, 6))
+        clock.now += seconds
+
+    monkeypatch.setattr(layer, "_app", slow_app)
+    monkeypatch.setattr(faults, "_sleep", fake_sleep)
+    start = clock.now
+    response = app.test_client().get(PATH)
+    assert response.status_code == 200 and response.get_json()["close"] > 0
+    assert events == ["built", 0.15]
+    assert clock.now - start == pytest.approx(0.25)
+
+    # Work longer than the latency: no sleep at all.
+    app.set_faults(sleep=0.05)
+    events.clear()
+    assert app.test_client().get(PATH).status_code == 200
+    assert events == ["built"]

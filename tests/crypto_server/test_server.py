@@ -17,14 +17,18 @@ from crypto_server import Dataset, faults
 from .conftest import CSV_DIR
 
 TIMEOUT = 10
+# Both WSGI servers serve the same app: every test on a socket runs on each.
+SERVERS = ["werkzeug", "gevent"]
 
 
 def get(url: str) -> requests.Response:
     return requests.get(url, timeout=TIMEOUT)
 
 
-def test_endpoints_through_a_socket(price_server: crypto_server.ServerHandle) -> None:
-    url, ds = price_server.url, price_server.dataset
+@pytest.mark.parametrize("server", SERVERS)
+def test_endpoints_through_a_socket(start_price_server: Callable[..., crypto_server.ServerHandle], server: str) -> None:
+    handle = start_price_server(server=server)
+    url, ds = handle.url, handle.dataset
     assert get(f"{url}/exchanges").json() == ds.exchanges
     assert get(f"{url}/symbols").json() == ds.symbols
     assert get(f"{url}/days").json() == {"first": str(ds.days.first), "last": str(ds.days.last)}
@@ -48,8 +52,9 @@ def test_handle_shape(price_server: crypto_server.ServerHandle) -> None:
     assert price_server.faults == crypto_server.Faults()
 
 
-def test_stop_frees_the_port_and_is_idempotent() -> None:
-    handle = crypto_server.serve_in_background()
+@pytest.mark.parametrize("server", SERVERS)
+def test_stop_frees_the_port_and_is_idempotent(server: str) -> None:
+    handle = crypto_server.serve_in_background(server=server)
     port = handle.port
     assert get(f"{handle.url}/days").status_code == 200
     handle.stop()
@@ -57,19 +62,20 @@ def test_stop_frees_the_port_and_is_idempotent() -> None:
     assert not handle.running
     with pytest.raises(requests.ConnectionError):
         requests.get(f"{handle.url}/days", timeout=2)
-    with crypto_server.serve_in_background(port=port) as again:  # the same port binds again
+    with crypto_server.serve_in_background(port=port, server=server) as again:  # the same port binds again
         assert again.port == port
         assert get(f"{again.url}/days").status_code == 200
     assert not again.running
 
 
-def test_port_in_use_is_a_one_line_os_error() -> None:
+@pytest.mark.parametrize("server", SERVERS)
+def test_port_in_use_is_a_one_line_os_error(server: str) -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
         with pytest.raises(OSError) as error:
-            crypto_server.serve_in_background(port=port)
+            crypto_server.serve_in_background(port=port, server=server)
     assert error.value.strerror == f"cannot listen on 127.0.0.1:{port}: address already in use"
 
 
@@ -80,8 +86,9 @@ def test_data_dir_option(start_price_server: Callable[..., crypto_server.ServerH
         start_price_server(data_dir=CSV_DIR, dataset=handle.dataset)
 
 
-def test_faults_through_a_socket(start_price_server: Callable[..., crypto_server.ServerHandle]) -> None:
-    handle = start_price_server(rate_limit=0)
+@pytest.mark.parametrize("server", SERVERS)
+def test_faults_through_a_socket(start_price_server: Callable[..., crypto_server.ServerHandle], server: str) -> None:
+    handle = start_price_server(rate_limit=0, server=server)
     response = get(f"{handle.url}/symbols")
     assert response.status_code == 429 and response.headers["Retry-After"] == "1"
     handle.set_faults(rate_limit=None, error_rate=1.0)
@@ -110,8 +117,9 @@ def fire(url: str, n: int) -> list[int]:
 
 
 @pytest.mark.slow
-def test_slow_requests_overlap(start_price_server: Callable[..., crypto_server.ServerHandle]) -> None:
-    handle = start_price_server(sleep=1.0)
+@pytest.mark.parametrize("server", SERVERS)
+def test_slow_requests_overlap(start_price_server: Callable[..., crypto_server.ServerHandle], server: str) -> None:
+    handle = start_price_server(sleep=1.0, server=server)
     assert fire(f"{handle.url}/price/kraken/btc/2020-01-02", 50) == [200] * 50
     assert handle.stats.peak_in_flight >= 50
     assert handle.stats.in_flight == 0
@@ -144,10 +152,11 @@ def test_latency_is_spent_concurrently(
     assert sorted(set(statuses)) <= [200, 500, 503] and statuses.count(200) >= 20
 
 
+@pytest.mark.parametrize("server", SERVERS)
 def test_one_debug_line_per_request(
-    start_price_server: Callable[..., crypto_server.ServerHandle], caplog: pytest.LogCaptureFixture
+    start_price_server: Callable[..., crypto_server.ServerHandle], caplog: pytest.LogCaptureFixture, server: str
 ) -> None:
-    handle = start_price_server()
+    handle = start_price_server(server=server)
     with caplog.at_level(logging.DEBUG, logger="crypto_server"):
         for path in ("/days", "/nothing"):
             get(handle.url + path)

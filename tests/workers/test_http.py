@@ -28,10 +28,15 @@ class _Server:
     def __init__(self) -> None:
         self.routes: dict[str, Handler] = {}
         self.hits: dict[str, int] = {}
+        self.connections = 0
         server = self
 
         class _Handler(http.server.BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+
+            def setup(self) -> None:
+                server.connections += 1  # once per TCP connection, however many requests it carries
+                super().setup()
 
             def do_GET(self) -> None:  # noqa: N802 - the stdlib's name
                 server.hits[self.path] = server.hits.get(self.path, 0) + 1
@@ -335,3 +340,94 @@ def test_price_worker_http_params_reach_the_redirect_policy(server, price_server
     following = PriceWorker(**params, http={"retries": 0, "allow_cross_origin_redirects": True})
     [record] = following.process("btc")
     assert record.close == price_server.dataset.price("bitstamp", "btc", "2020-04-01")["close"]
+
+
+# --- urllib3 directly: connections, answers, errors ----------------------------------------------
+
+
+def test_one_kept_alive_connection_serves_every_request_of_a_client(server):
+    server.routes["/ok"] = lambda r, n: _send(r, 200, b"fine")
+    client = HttpClient(pool_size=1)
+    for _ in range(20):
+        assert client.get(server.url + "/ok").text == "fine"
+    assert server.hits["/ok"] == 20 and server.connections == 1
+    client.close()
+
+
+def test_a_connection_left_with_unread_bytes_is_not_reused(server):
+    """A body refused for its size, or a redirect's body, is dropped with its connection:
+    the next request must not read those bytes as its own answer."""
+    def big_without_length(request: http.server.BaseHTTPRequestHandler, n: int) -> None:
+        request.send_response(200)
+        request.send_header("Transfer-Encoding", "chunked")
+        request.end_headers()
+        request.wfile.write(b"2000\r\n" + b"x" * 0x2000 + b"\r\n0\r\n\r\n")
+
+    server.routes["/big"] = big_without_length
+    server.routes["/moved"] = lambda r, n: _send(r, 302, b"y" * 5000, Location="/ok")
+    server.routes["/ok"] = lambda r, n: _send(r, 200, b"fine")
+    client = HttpClient(pool_size=1, max_bytes=4000)
+    with pytest.raises(ResponseTooLarge):
+        client.get(server.url + "/big")
+    assert client.get(server.url + "/ok").text == "fine"
+    assert client.get(server.url + "/moved").text == "fine"
+    assert client.get(server.url + "/ok").text == "fine"
+    assert server.hits == {"/big": 1, "/ok": 3, "/moved": 1}
+
+
+def test_the_answer_reads_like_a_requests_response(server):
+    body = "caf\u00e9 \u20ac".encode("iso-8859-15")
+    server.routes["/latin"] = lambda r, n: _send(r, 200, body, Content_Type="text/plain; charset=ISO-8859-15")
+    server.routes["/json"] = lambda r, n: _send(r, 200, b'{"a": [1, 2.5]}', Content_Type="application/json")
+    server.routes["/teapot"] = lambda r, n: _send(r, 418, b"no")
+    client = HttpClient()
+    latin = client.get(server.url + "/latin")
+    assert latin.text == "caf\u00e9 \u20ac" and latin.content == body and latin.ok
+    assert latin.headers["content-type"] == latin.headers["Content-Type"]  # case-insensitive
+    answer = client.get(server.url + "/json")
+    assert answer.json() == {"a": [1, 2.5]} and answer.status_code == 200 and answer.url == server.url + "/json"
+    with pytest.raises(requests.HTTPError, match=f"418 Client Error: I'm a Teapot for url: {server.url}/teapot"):
+        client.get(server.url + "/teapot")
+
+
+def test_bad_urls_raise_requests_errors_before_any_connection():
+    client = HttpClient()
+    with pytest.raises((requests.exceptions.MissingSchema, requests.exceptions.InvalidSchema)):
+        client.get("127.0.0.1:1/x")  # "127.0.0.1" may read as a scheme
+    with pytest.raises(requests.exceptions.InvalidSchema):
+        client.get("ftp://127.0.0.1/x")
+    with pytest.raises(requests.exceptions.InvalidURL):
+        client.get("http:///x")
+    assert client.counters["http.requests"] == 0
+
+
+def test_a_path_that_needs_escaping_is_escaped(server):
+    server.routes["/a%20b/%C3%A9"] = lambda r, n: _send(r, 200, b"escaped")
+    client = HttpClient()
+    assert client.get(server.url + "/a b/\u00e9").text == "escaped"
+    assert client.get(server.url + "/a%20b/%C3%A9#fragment").text == "escaped"  # a fragment is not sent
+
+
+def test_the_environment_proxy_is_used_unless_no_proxy_names_the_host(server, other_server, monkeypatch):
+    # The "proxy" is a plain server: a proxied request reaches it with the whole URL as its path.
+    target = server.url + "/where"
+    other_server.routes[target] = lambda r, n: _send(r, 200, b"via the proxy")
+    server.routes["/where"] = lambda r, n: _send(r, 200, b"direct")
+    monkeypatch.setenv("HTTP_PROXY", other_server.url)
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    assert HttpClient().get(target).text == "via the proxy"
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+    assert HttpClient().get(target).text == "direct"
+
+
+def test_extra_headers_are_sent_with_the_clients_own(server):
+    seen: dict[str, str] = {}
+
+    def record(request: http.server.BaseHTTPRequestHandler, n: int) -> None:
+        seen.update(request.headers.items())
+        _send(request, 200)
+
+    server.routes["/h"] = record
+    HttpClient(user_agent="probe/1").get(server.url + "/h", headers={"X-Trace": "7"})
+    assert seen["X-Trace"] == "7" and seen["User-Agent"] == "probe/1" and "gzip" in seen["Accept-Encoding"]

@@ -549,11 +549,11 @@ def test_item_that_is_not_a_url_fails(make_worker, item: object) -> None:
 
 def test_close_closes_the_http_session(wiki: _WikiServer) -> None:
     worker = WikiWorker(http={"backoff": 0})
-    session = worker._http.session
+    pools = worker._http._pools
     worker.process(f"{wiki.url}/wiki/{BUNDLED}")
-    assert session.adapters["http://"].poolmanager.pools
+    assert pools._pools
     worker.close()
-    assert not session.adapters["http://"].poolmanager.pools
+    assert not pools._pools
 
 
 def test_bundled_mock_server_page(request: pytest.FixtureRequest) -> None:
