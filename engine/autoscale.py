@@ -11,14 +11,13 @@ for servers:
 - *latency* (the engine's own time per item in ``process()``) above
   ``TOLERANCE`` times the lowest seen recently shrinks it in proportion
   (the gradient: back to where latency was within the tolerance);
-- otherwise it grows while growing pays: at first by one thread per item
-  finished (TCP's slow start: the pool doubles every item's time), until
-  latency passes ``SLOW_START_TOLERANCE`` times the lowest
-  (:meth:`ConcurrencyLimit.acknowledge`, fed every monitor tick); then by a
-  quarter a window, then by an eighth once overload has been seen (pausing
-  ``PATIENCE_WINDOWS`` just below the size that was overloaded). A quarter
-  step that did not raise throughput by at least ``MIN_GAIN`` of what it should
-  have is undone, and the next try waits a few windows longer.
+- otherwise it grows while growing pays: doubling at first (slow start), then
+  by a quarter (from when latency passes ``SLOW_START_TOLERANCE`` times the
+  lowest), then by an eighth once overload has been seen (pausing
+  ``PATIENCE_WINDOWS`` just below the size that was overloaded). A doubling or
+  a quarter step that did not raise throughput by at least ``MIN_GAIN`` of what
+  it should have is undone (a doubling halfway), and the next try waits a few
+  windows longer.
   A pool that is not kept busy (too little input) does not grow.
 
 :class:`StageAutoscaler` applies it to a running :class:`engine.stage.Stage`,
@@ -91,26 +90,8 @@ class ConcurrencyLimit:
         self._waited = False  # the pause below the ceiling is over
         self._backed_off = False  # the last window had overload signals
         self._step_from: tuple[int, float] | None = None  # (limit, throughput) before the last growth
-        self._lowest_progress = float("inf")  # the lowest latency acknowledge() has seen
         self._patience = PATIENCE_WINDOWS
         self._wait = 0  # windows left before growing again
-
-    @property
-    def slow_start(self) -> bool:
-        """Still growing by one thread per item finished (see :meth:`acknowledge`)."""
-        return self._slow_start
-
-    def acknowledge(self, progress: Window) -> int:
-        """Slow start, between windows: one more thread per item finished while latency holds
-        (at most doubling at once). Returns the limit; ends nothing (:meth:`update` does)."""
-        if not self._slow_start or progress.items <= 0 or progress.seconds <= 0 or progress.overload:
-            return self.limit
-        latency = progress.latency
-        self._lowest_progress = min(self._lowest_progress, latency)
-        baseline = min(self.baseline or latency, self._lowest_progress)
-        if latency > SLOW_START_TOLERANCE * baseline or progress.busy_seconds / progress.seconds < MIN_BUSY * self.limit:
-            return self.limit  # latency rises, or idle threads: the next window decides
-        return self._set(min(self.limit + progress.items, 2 * self.limit), "slow start: latency holds")
 
     @property
     def baseline(self) -> float | None:
@@ -124,8 +105,6 @@ class ConcurrencyLimit:
         latency, throughput = window.latency, window.throughput
         self._latencies.append(latency)
         baseline = min(self._latencies)
-        if self._slow_start:  # the ticks' progress saw the pool before it grew: that latency is the floor
-            baseline = min(baseline, self._lowest_progress)
         step_from, self._step_from = self._step_from, None
         backed_off, self._backed_off = self._backed_off, False
         if window.overload > 0:
@@ -146,19 +125,22 @@ class ConcurrencyLimit:
             before, before_throughput = step_from
             wanted = before_throughput * (1 + MIN_GAIN * (self.limit - before) / before)
             if throughput < wanted:
+                # After a doubling the best size is likely between the two: go halfway back. After a
+                # smaller step, all the way (halfway would ratchet the pool up a little every time).
+                back = (before + self.limit) // 2 if self._slow_start else before
                 self._back_off_growth()
-                return self._set(before, f"growing to {self.limit} did not raise throughput")
+                return self._set(back, f"growing to {self.limit} did not raise throughput")
             self._patience = PATIENCE_WINDOWS
         if self._wait > 0:
             self._wait -= 1
             return self.limit
         if window.busy_seconds / window.seconds < MIN_BUSY * self.limit or self.limit >= self.maximum:
             return self.limit  # idle threads (too little input), or as large as allowed
-        if self._slow_start:
-            if latency <= SLOW_START_TOLERANCE * baseline:
-                return self.limit  # acknowledge() grows it
+        if self._slow_start and latency > SLOW_START_TOLERANCE * baseline:
             self._slow_start = False  # latency starts to tell: from here, smaller steps
-        if self._congested:
+        if self._slow_start:
+            grown = self.limit * 2
+        elif self._congested:
             grown = self.limit + max(1, self.limit // 8)
             if grown >= self._ceiling and not self._waited:
                 # The size that was overloaded last time: stay just below it a while before trying it again.
@@ -200,7 +182,6 @@ class StageAutoscaler:
         self._start: tuple[float, int, float, float] | None = None  # time, done, busy seconds, overload
         self._settle_until = 0.0  # after a resize, the window starts once new threads have finished an item
         self._overload_mark: float | None = None  # the overload count at the last resize: what the next window adds to
-        self._ack: tuple[float, int, float, float] | None = None  # the last tick's time, done, busy, overload
 
     def tick(self) -> None:
         """Measure, and resize the stage when a window is complete; stop for good once the stage is stopped."""
@@ -211,12 +192,9 @@ class StageAutoscaler:
             self.frozen = True  # a stopped stage takes no new items: nothing to size
             return
         now = self._clock()
-        done, busy, overload = stage.work_done()
-        if self.limit.slow_start and self._ack is not None:
-            self._acknowledge(now, done, busy, overload)
-        self._ack = (now, done, busy, overload)
         if now < self._settle_until:
             return
+        done, busy, overload = stage.work_done()
         if self._start is None:
             # Overload signals that came while the pool settled belong to the next window.
             mark = overload if self._overload_mark is None else self._overload_mark
@@ -243,16 +221,6 @@ class StageAutoscaler:
             self._start, self._settle_until = None, now + window.latency
         else:
             self._start = (now, done, busy, overload)
-
-    def _acknowledge(self, now: float, done: int, busy: float, overload: float) -> None:
-        # Slow start: what finished since the last tick grows the pool; the window goes on across it.
-        then, done_before, busy_before, overload_before = self._ack  # type: ignore[misc]
-        progress = Window(now - then, done - done_before, busy - busy_before, int(overload - overload_before))
-        before = self.limit.limit
-        after = self.limit.acknowledge(progress)
-        if after != before:
-            log.info("%s: %d -> %d threads (%s)", self.stage.name, before, after, self.limit.reason)
-            self.stage.resize(after)
 
     def _window_seconds(self) -> float:
         # Long enough for each thread to finish an item or two, so every window sees the new size.

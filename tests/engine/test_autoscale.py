@@ -36,27 +36,10 @@ def _window(limit: int, latency: float = 0.1, overload: int = 0, busy: float = 1
     return Window(seconds=seconds, items=items, busy_seconds=items * latency, overload=overload)
 
 
-def test_slow_start_adds_a_thread_per_item_finished_while_latency_holds():
+def test_slow_start_doubles_while_throughput_scales_and_stops_at_the_maximum():
     limit = ConcurrencyLimit(start=4, minimum=1, maximum=50)
-    assert limit.acknowledge(Window(seconds=0.1, items=3, busy_seconds=0.3, overload=0)) == 7
-    # Each tick at most doubles it, and it stops at the maximum.
-    assert [limit.acknowledge(_window(limit.limit)) for _ in range(4)] == [14, 28, 50, 50]
-
-
-def test_slow_start_ends_when_latency_rises_and_then_growth_is_by_a_quarter():
-    limit = ConcurrencyLimit(start=8, minimum=1, maximum=100)
-    limit.acknowledge(_window(8, latency=0.1))
-    assert limit.limit == 16 and limit.slow_start
-    assert limit.acknowledge(_window(16, latency=0.14)) == 16  # 1.4x the lowest: no more threads per item
-    assert limit.update(_window(16, latency=0.14)) == 20 and not limit.slow_start  # a quarter more
-    assert limit.acknowledge(_window(20)) == 20  # and items no longer add threads
-
-
-def _out_of_slow_start(limit: ConcurrencyLimit) -> None:
-    """The lowest latency is 0.1 s; a window at 0.13 s ends slow start (and grows the pool by a quarter)."""
-    limit.update(_window(limit.limit, busy=0.4))
-    limit.update(_window(limit.limit, latency=0.13))
-    assert not limit.slow_start
+    sizes = [limit.update(_window(limit.limit)) for _ in range(6)]
+    assert sizes == [8, 16, 32, 50, 50, 50]
 
 
 def test_overload_backs_off_multiplicatively_then_grows_additively():
@@ -92,18 +75,18 @@ def test_latency_over_the_tolerance_shrinks_in_proportion_but_never_below_the_mi
 
 def test_a_step_that_does_not_raise_throughput_is_undone_and_retried_later():
     limit = ConcurrencyLimit(start=10, minimum=1, maximum=100)
-    _out_of_slow_start(limit)
-    assert limit.limit == 12
-    flat = Window(seconds=1.0, items=70, busy_seconds=8.4, overload=0)  # fewer done at 12 than at 10 (77/s)
-    assert limit.update(flat) == 10  # undone
-    waited = [limit.update(_window(10)) for _ in range(PATIENCE_WINDOWS)]
-    assert waited == [10] * PATIENCE_WINDOWS
-    assert limit.update(_window(10)) == 12  # tried again
-    assert limit.update(flat) == 10
-    waited = [limit.update(_window(10)) for _ in range(2 * PATIENCE_WINDOWS)]
-    assert waited == [10] * 2 * PATIENCE_WINDOWS  # twice as long before the next try
-    assert limit.update(_window(10)) == 12
-    assert limit.update(_window(12)) == 15  # this time it paid: on it goes
+    assert limit.update(_window(10)) == 20
+    # At 20 threads the far end serves no more than at 10: latency doubles, just within the tolerance.
+    flat = Window(seconds=1.0, items=100, busy_seconds=100 * 0.1 * TOLERANCE, overload=0)
+    assert limit.update(flat) == 15  # halfway back: the best size is likely between 10 and 20
+    waited = [limit.update(_window(15)) for _ in range(PATIENCE_WINDOWS)]
+    assert waited == [15] * PATIENCE_WINDOWS
+    assert limit.update(_window(15)) == 18  # after slow start: a quarter more
+    flat = Window(seconds=1.0, items=150, busy_seconds=18 * 1.0, overload=0)  # no more done at 18 than at 15
+    assert limit.update(flat) == 15  # all the way back
+    waited = [limit.update(_window(15)) for _ in range(2 * PATIENCE_WINDOWS)]
+    assert waited == [15] * 2 * PATIENCE_WINDOWS  # and it waits twice as long before the next try
+    assert limit.update(_window(15)) == 18
 
 
 def test_a_pool_with_idle_threads_does_not_grow():
@@ -128,20 +111,9 @@ def _far_end(threads: int, capacity: float, rate_limit: float | None) -> Window:
     return Window(seconds=1.0, items=int(served), busy_seconds=threads * 1.0, overload=overload)
 
 
-def _drive(limit: ConcurrencyLimit, windows: int, capacity: float, rate_limit: float | None) -> list[Window]:
-    """Run the controller against the model server: each window, its ticks' progress, then the window."""
-    seen = []
-    for _ in range(windows):
-        limit.acknowledge(_far_end(limit.limit, capacity, rate_limit))
-        window = _far_end(limit.limit, capacity, rate_limit)
-        seen.append(window)
-        limit.update(window)
-    return seen
-
-
 def test_against_a_server_of_limited_capacity_it_settles_where_throughput_stops_rising():
     limit = ConcurrencyLimit(start=4, minimum=1, maximum=1000)
-    sizes = [round(w.busy_seconds) for w in _drive(limit, 60, capacity=500, rate_limit=None)]
+    sizes = [limit.update(_far_end(limit.limit, capacity=500, rate_limit=None)) for _ in range(60)]
     # 50 threads saturate it; the latency tolerance lets the pool go to about twice that, never far beyond.
     assert all(size <= 50 * TOLERANCE * 1.3 for size in sizes)
     late = sizes[-30:]
@@ -151,7 +123,12 @@ def test_against_a_server_of_limited_capacity_it_settles_where_throughput_stops_
 
 def test_against_a_rate_limit_most_windows_have_no_overload():
     limit = ConcurrencyLimit(start=16, minimum=1, maximum=1000)
-    late = _drive(limit, 100, capacity=10_000, rate_limit=100)[20:]
+    windows = []
+    for _ in range(100):
+        window = _far_end(limit.limit, capacity=10_000, rate_limit=100)
+        windows.append(window)
+        limit.update(window)
+    late = windows[20:]
     refused = sum(w.overload for w in late) / sum(w.items + w.overload for w in late)
     assert refused < 0.02
     assert sum(w.items for w in late) / len(late) > 80  # and it still uses most of the allowance
