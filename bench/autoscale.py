@@ -44,7 +44,7 @@ class Params:
 
 
 FULL = Params(
-    requests=4400, latency=0.2, fetchers=(50, 100, 200, 400), auto=AutoInstances(1, 1000),
+    requests=4400, latency=0.2, fetchers=(100, 200, 400, 800), auto=AutoInstances(1, 1000),
     limited_requests=3000, rate_limit=200, repeats=2,
 )  # fmt: skip
 QUICK = Params(
