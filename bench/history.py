@@ -23,6 +23,7 @@ from urllib.parse import urlsplit
 
 from bench.common import run_interruptible
 from engine import PipelineConfig, PipelineExecutor, StageConfig, StageStatus, load_pipeline
+from engine.config import AutoInstances
 from workers.records import PriceTask
 
 log = logging.getLogger(__name__)
@@ -63,15 +64,18 @@ def price_tasks(count: int, seed: int = SERVER_SEED) -> list[PriceTask]:
 
 
 def history_config(
-    server_url: str, database_url: str, tasks: list[PriceTask], fetchers: int, dead_letter: Path
+    server_url: str, database_url: str, tasks: list[PriceTask], fetchers: int | AutoInstances, dead_letter: Path
 ) -> PipelineConfig:
-    """The shipped history pipeline fed with ``tasks``, with ``fetchers`` PriceWorker threads."""
+    """The shipped history pipeline fed with ``tasks``, with ``fetchers`` PriceWorker threads (or ``instances: auto``)."""
     shipped = load_pipeline(HISTORY_PIPELINE, env={"PRICE_SERVER_URL": server_url})
     stages = {stage.name: stage for stage in shipped.stages}
     missing = [name for name in (FETCH_STAGE, WRITE_STAGE) if name not in stages]
     if missing:
         raise RuntimeError(f"{HISTORY_PIPELINE} has no stage {', '.join(missing)}; update bench/history.py")
-    fetch = dataclasses.replace(stages[FETCH_STAGE], instances=fetchers)
+    if isinstance(fetchers, AutoInstances):
+        fetch = dataclasses.replace(stages[FETCH_STAGE], instances=fetchers.start, auto=fetchers)
+    else:
+        fetch = dataclasses.replace(stages[FETCH_STAGE], instances=fetchers)
     write = stages[WRITE_STAGE]
     write = dataclasses.replace(write, params={**write.params, "database_url": database_url})
     assert fetch.input_queue is not None and write.input_queue is not None
@@ -84,7 +88,7 @@ def history_config(
     return PipelineConfig(
         queues={name: shipped.queues[name] for name in (fetch.input_queue, write.input_queue)},
         stages=(source, fetch, write),
-        name=f"bench_history_w{fetchers}",
+        name=f"bench_history_w{'auto' if isinstance(fetchers, AutoInstances) else fetchers}",
         monitor_interval=shipped.monitor_interval,
         dead_letter=dead_letter,
     )
@@ -109,6 +113,7 @@ class HistoryRun:
     fetch_seconds: float  # the fetch stage, from its start to its last thread's end (engine report)
     rows_written: int
     server: dict[str, Any]  # the server's counters for the run, and its CPU seconds during it
+    pool: dict[str, Any] | None = None  # instances: auto: the fetch stage's final and peak size, and its bounds
 
     @property
     def ideal_seconds(self) -> float:
@@ -124,18 +129,22 @@ class HistoryRun:
 
 
 def run_history(
-    server: Any, database_url: str, tasks: list[PriceTask], fetchers: int, latency: float, workdir: Path
+    server: Any, database_url: str, tasks: list[PriceTask], fetchers: int | AutoInstances, latency: float,
+    workdir: Path,
 ) -> HistoryRun:
     """Run the pipeline once over ``tasks`` into an emptied ``prices`` table and check the outcome.
 
     ``server`` is a :class:`crypto_server.ServerProcess` sleeping ``latency`` per request.
+    With ``fetchers`` an :class:`AutoInstances`, the fetch stage sizes itself; ``fetchers``
+    in the result is then the largest size it reached.
     Raises ``RuntimeError`` if the run did not fetch and store every task, and
     ``KeyboardInterrupt`` if it was interrupted.
     """
     from bench.services import count_prices, empty_prices
 
     empty_prices(database_url)
-    dead_letter = workdir / f"failed-w{fetchers}-{time.monotonic_ns()}.jsonl"
+    label = "auto" if isinstance(fetchers, AutoInstances) else fetchers
+    dead_letter = workdir / f"failed-w{label}-{time.monotonic_ns()}.jsonl"
     config = history_config(server.url, database_url, tasks, fetchers, dead_letter)
     executor = PipelineExecutor(config, on_status=quiet_status)
     server.reset_stats()
@@ -151,13 +160,16 @@ def run_history(
     rows = count_prices(database_url)
     if not report.ok or fetch.items_out != len(tasks) or rows != len(tasks):
         raise RuntimeError(
-            f"history run with W={fetchers} did not store every task: exit {report.exit_code} "
+            f"history run with W={label} did not store every task: exit {report.exit_code} "
             f"({report.reason}), fetched {fetch.items_out}/{len(tasks)}, rows {rows}, "
             f"{report.dead_letters} dead letters in {dead_letter}"
         )
+    pool = None
+    if fetch.min_instances is not None:
+        pool = {"size": fetch.pool_size, "peak": fetch.pool_peak, "min": fetch.min_instances, "max": fetch.max_instances}
     return HistoryRun(
         requests=len(tasks),
-        fetchers=fetchers,
+        fetchers=fetch.pool_peak,
         latency=latency,
         run_seconds=round(run_seconds, 4),
         engine_seconds=report.seconds,
@@ -165,6 +177,7 @@ def run_history(
         fetch_seconds=fetch.seconds,
         rows_written=rows,
         server=server_stats,
+        pool=pool,
     )
 
 

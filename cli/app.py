@@ -245,7 +245,9 @@ def _check(option: str | None) -> int:
         if server is not None:
             server.stop()
     threads = sum(stage.instances for stage in config.stages)
-    print(f"{path}: OK ({len(config.stages)} stages, {threads} threads)")
+    most = sum(stage.max_threads for stage in config.stages)
+    auto = f", up to {most:,} with instances: auto" if most != threads else ""
+    print(f"{path}: OK ({len(config.stages)} stages, {threads} threads{auto})")
     return EXIT_OK
 
 

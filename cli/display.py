@@ -17,7 +17,7 @@ from rich.table import Table
 from rich.text import Text
 
 from engine import RunReport, StageStatus
-from engine.monitor import percent, queue_text
+from engine.monitor import percent, queue_text, threads_text
 from engine.report import EXIT_FAILURES, EXIT_INTERRUPTED, EXIT_OK, describe_failures
 
 _STATE_STYLE = {"running": "cyan", "done": "green", "stopped": "yellow", "died": "bold red"}
@@ -178,7 +178,7 @@ def _render(headline: Text, statuses: Sequence[StageStatus], rows: Sequence[_Row
         queue = queue_text(s)
         table.add_row(
             Text(s.name, style=_STATE_STYLE.get(s.state, "")),
-            f"{s.alive}/{s.instances}",
+            threads_text(s),
             str(s.busy) if s.busy else "",
             Text(queue, style="bold red" if queue.endswith("full") else ""),
             str(s.done) if s.expected is None else f"{s.done}/{s.expected}",
@@ -223,6 +223,9 @@ def render_summary(report: RunReport, pipeline: str) -> Group:
                           if not name.startswith(_HTTP))  # those have a table of their own
         if s.restarts:
             other = ", ".join(filter(None, [other, f"restarts {s.restarts}"]))
+        if s.min_instances is not None:
+            pool = f"threads auto {s.min_instances}-{s.max_instances}: {s.instances} -> {s.pool_size} (peak {s.pool_peak})"
+            other = ", ".join(filter(None, [other, pool]))
         table.add_row(
             s.name, Text(s.state, style=_STATE_STYLE.get(s.state, "")), str(s.items_in), str(s.items_out),
             str(s.failed), str(s.lost), f"{s.seconds:.1f}", describe_failures(s.errors, 0), other,

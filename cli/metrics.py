@@ -36,6 +36,9 @@ class _StatusCollector:
         maxsize = GaugeMetricFamily("pipeline_queue_maxsize", "A queue's maxsize (0: unbounded)", labels=["queue"])
         peak = GaugeMetricFamily("pipeline_queue_peak", "The deepest a queue has been", labels=["queue"])
         alive = GaugeMetricFamily("pipeline_threads_alive", "Worker threads running", labels=["stage"])
+        target = GaugeMetricFamily(
+            "pipeline_stage_threads_target", "Threads a stage aims at (moves with instances: auto)", labels=["stage"]
+        )
         requests = CounterMetricFamily(
             "pipeline_http_requests", "HTTP attempts answered, by status code", labels=["stage", "code"]
         )
@@ -56,6 +59,7 @@ class _StatusCollector:
             maxsize.add_metric([s.queue_name], s.queue_maxsize)
             peak.add_metric([s.queue_name], s.queue_peak)
             alive.add_metric([s.name], s.alive)
+            target.add_metric([s.name], s.pool_size)
             if "http.requests" not in c:
                 continue  # a stage that makes no HTTP requests
             for key, value in c.items():
@@ -66,7 +70,7 @@ class _StatusCollector:
             waited.add_metric([s.name], c.get("http.retry_after_seconds", 0.0))
             received.add_metric([s.name], c.get("http.bytes", 0))
             latency.add_metric([s.name], _cumulative(c), sum_value=c.get("http.latency.sum", 0.0))
-        yield from (items, depth, maxsize, peak, alive, requests, retries, waited, received, latency)
+        yield from (items, depth, maxsize, peak, alive, target, requests, retries, waited, received, latency)
 
 
 def _cumulative(counters: dict[str, float]) -> list[tuple[str, float]]:

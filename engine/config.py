@@ -46,6 +46,12 @@ MAX_THREADS = 20_000  # threads in all stages together
 MAX_STAGES = 200  # a pipeline is a handful of stages; this bounds the graph checks
 MAX_NAME = 100  # characters in a pipeline, stage or queue name
 
+# ``instances: auto``: the pool size moves between min_instances and max_instances (see engine.autoscale).
+AUTO = "auto"
+AUTO_MIN_INSTANCES = 1  # default min_instances
+AUTO_MAX_INSTANCES = 1000  # default max_instances
+AUTO_START_INSTANCES = 32  # an auto pool starts here (raised to min_instances, lowered to max_instances)
+
 
 @dataclass(frozen=True)
 class MaxFailures:
@@ -117,6 +123,19 @@ class QueueConfig:
 
 
 @dataclass(frozen=True)
+class AutoInstances:
+    """``instances: auto``: the engine sizes the pool itself, from ``min_instances`` to ``max_instances`` threads."""
+
+    min_instances: int = AUTO_MIN_INSTANCES
+    max_instances: int = AUTO_MAX_INSTANCES
+
+    @property
+    def start(self) -> int:
+        """The pool size a run starts with."""
+        return max(self.min_instances, min(self.max_instances, AUTO_START_INSTANCES))
+
+
+@dataclass(frozen=True)
 class StageConfig:
     """A pool of worker threads, one ``worker_class(**params)`` object per thread."""
 
@@ -131,6 +150,13 @@ class StageConfig:
     batch_timeout: float = 1.0
     max_restarts: int = 3
     description: str = ""
+    # Set for ``instances: auto``; ``instances`` is then the size the pool starts with (``auto.start``).
+    auto: AutoInstances | None = None
+
+    @property
+    def max_threads(self) -> int:
+        """The most threads this stage can have at once: ``instances``, or ``max_instances`` when auto."""
+        return self.instances if self.auto is None else self.auto.max_instances
 
     @property
     def is_source(self) -> bool:
@@ -181,10 +207,12 @@ class PipelineConfig:
                 raise PipelineConfigError(f"two stages are named '{name}'", where=f"stage {name}")
         for stage in self.stages:
             _check_stage(stage, self.queues)
-        threads = sum(s.instances for s in self.stages)
+        threads = sum(s.max_threads for s in self.stages)
         if threads > MAX_THREADS:
+            auto = " (max_instances for instances: auto)" if any(s.auto for s in self.stages) else ""
             raise PipelineConfigError(
-                f"the stages have {threads:,} threads in all; at most {MAX_THREADS:,} are allowed", where="workers"
+                f"the stages have {threads:,} threads in all{auto}; at most {MAX_THREADS:,} are allowed",
+                where="workers",
             )
         for queue in self.queues:
             problem = _name_problem(queue)
@@ -228,6 +256,8 @@ def _check_stage(stage: StageConfig, queues: Mapping[str, QueueConfig]) -> None:
             f"must be from 1 to {MAX_INSTANCES:,} (threads in this stage), not {stage.instances!r}",
             where=f"{where}.instances",
         )
+    if stage.auto is not None:
+        _check_auto(stage, where)
     if stage.input_queue is not None and stage.input_queue not in queues:
         raise PipelineConfigError(_unknown_queue(stage.input_queue, queues), where=f"{where}.input_queue")
     for queue in stage.output_queues:
@@ -255,6 +285,35 @@ def _check_stage(stage: StageConfig, queues: Mapping[str, QueueConfig]) -> None:
         raise PipelineConfigError(f"{cls.__name__}: {exc}", where=f"{where}.params") from None
     except ValueError:
         pass  # some classes (builtins, C types) have no introspectable signature
+
+
+def _check_auto(stage: StageConfig, where: str) -> None:
+    """The bounds of ``instances: auto``, and that the stage can be resized at all."""
+    auto = stage.auto
+    if not isinstance(auto, AutoInstances):
+        raise PipelineConfigError(f"must be an AutoInstances or None, not {short_repr(auto)}", where=f"{where}.auto")
+    for key in ("min_instances", "max_instances"):
+        value = getattr(auto, key)
+        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_INSTANCES:
+            raise PipelineConfigError(
+                f"must be from 1 to {MAX_INSTANCES:,} (threads in this stage), not {value!r}", where=f"{where}.{key}"
+            )
+    if auto.min_instances > auto.max_instances:
+        raise PipelineConfigError(
+            f"must be at least min_instances ({auto.min_instances:,}), not {auto.max_instances:,}",
+            where=f"{where}.max_instances",
+        )
+    if stage.is_source:
+        # A source's values are all known at the start, and its pills go in at once: nothing to adapt to.
+        raise PipelineConfigError(
+            "instances: auto needs an input_queue; a source stage (input_values) takes a number",
+            where=f"{where}.instances",
+        )
+    if stage.instances != auto.start:
+        raise PipelineConfigError(
+            f"must be {auto.start} (where the auto pool starts) when auto is set, not {stage.instances!r}",
+            where=f"{where}.instances",
+        )
 
 
 def _name_problem(name: str) -> str | None:
@@ -320,7 +379,7 @@ _PIPELINE_KEYS = ("name", "description", "queues", "workers", "monitor_interval"
 _QUEUE_KEYS = ("name", "description", "maxsize")
 _STAGE_KEYS = (
     "name", "description", "location", "class", "instances", "input_queue", "input_values",
-    "output_queues", "params", "batch_size", "batch_timeout", "max_restarts",
+    "output_queues", "params", "batch_size", "batch_timeout", "max_restarts", "min_instances", "max_instances",
 )  # fmt: skip
 
 
@@ -366,11 +425,13 @@ def load_pipeline(
         if name in stage_readers:
             item.fail("name", f"two stages are named '{name}'")
         stage_readers[name] = item
+        auto = item.auto_instances()
         stages.append(
             StageConfig(
                 name=name,
                 worker_class=item.worker_class(importer),
-                instances=item.positive_int("instances", 1),
+                instances=item.instances() if auto is None else auto.start,
+                auto=auto,
                 input_queue=item.optional_text("input_queue"),
                 input_values=tuple(item.value_list("input_values")),
                 output_queues=tuple(item.name_list("output_queues")),
@@ -505,6 +566,27 @@ class _Reader:
         return float(
             self._number(key, default, integer=False, test=lambda v: 0 < v < math.inf, what="a positive number")
         )
+
+    def instances(self) -> int:
+        """A fixed ``instances`` (1 if absent); ``auto`` is read by :meth:`auto_instances`."""
+        return self._number("instances", 1, integer=True, test=lambda v: v > 0, what=f"a positive integer or {AUTO}")
+
+    def auto_instances(self) -> AutoInstances | None:
+        """``instances: auto`` with its bounds, or None for a fixed number (then the bounds must be absent)."""
+        value = self.data.get("instances")
+        if not (isinstance(value, str) and value == AUTO):
+            self.instances()  # a bad instances is the first thing to say
+            for key in ("min_instances", "max_instances"):
+                if key in self.data:
+                    self.fail(key, f"is only read with instances: auto (instances is {short_repr(value)})")
+            return None
+        limit = lambda v: 0 < v <= MAX_INSTANCES  # noqa: E731
+        what = f"a whole number from 1 to {MAX_INSTANCES:,}"
+        low = self._number("min_instances", AUTO_MIN_INSTANCES, integer=True, test=limit, what=what)
+        high = self._number("max_instances", max(low, AUTO_MAX_INSTANCES), integer=True, test=limit, what=what)
+        if low > high:
+            self.fail("max_instances", f"must be at least min_instances ({low:,}), not {high:,}")
+        return AutoInstances(low, high)
 
     def max_failures(self, key: str) -> MaxFailures:
         value = self.data.get(key)

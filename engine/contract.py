@@ -18,6 +18,11 @@ thread runs, for the live view and metrics; keep it a plain dict or Counter so
 that copy is atomic. Dotted names are grouped in the report (see
 :mod:`engine.counters`).
 
+One counter name is read by the engine itself: ``overload``. A worker adds
+one to it each time the far end says it is overloaded (for HTTP: a 429 or
+503 answer, a timeout). A stage with ``instances: auto`` shrinks its pool
+when it grows (see :mod:`engine.autoscale`); other stages only report it.
+
 An optional classmethod ``prepare_stage(params)`` runs once per stage, in the
 caller's thread, before any worker thread starts: the place to check that a
 service answers, so that a run that cannot work stops at once with one clear

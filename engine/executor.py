@@ -270,7 +270,7 @@ class PipelineExecutor:
         queues = {name: StageQueue(name, q.maxsize) for name, q in self.config.queues.items()}
         stages: list[Stage] = []
         all_queues = list(queues.values())
-        poll = poll_seconds(sum(config.instances for config in self.config.stages))
+        poll = poll_seconds(sum(config.max_threads for config in self.config.stages))
         for config in self.config.stages:
             if config.input_queue is None:
                 # A source's values go through a queue of its own, so its threads share them out.
@@ -323,6 +323,10 @@ class PipelineExecutor:
                 queue_peak=self._monitor.queue_peak(s) if self._monitor else 0,
                 is_source=s.config.is_source,
                 is_sink=s.config.is_sink,
+                pool_size=s.target,
+                pool_peak=s.peak,
+                min_instances=s.config.auto.min_instances if s.config.auto else None,
+                max_instances=s.config.auto.max_instances if s.config.auto else None,
             )
             for s in self._stages
         ]

@@ -17,6 +17,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 
+from engine.autoscale import StageAutoscaler
 from engine.report import StageStatus
 from engine.stage import PILL, Stage, StageQueue
 
@@ -55,6 +56,7 @@ class Monitor(threading.Thread):
         self._last_counts = {s.name: 0 for s in self.stages}
         self._last_time = time.monotonic()
         self._queue_peaks = {s.name: 0 for s in self.stages}  # deepest input queue seen, by stage
+        self._autoscalers = [StageAutoscaler(s) for s in self.stages if s.config.auto is not None]
         self._next_status = 0.0  # when the next status is due
         self._start_decided = threading.Event()  # set by open() or abandon()
         self._abandoned = False
@@ -112,6 +114,9 @@ class Monitor(threading.Thread):
                     queue_peak=self._queue_peaks[stage.name],
                     counters=stage.counters(),
                     queue_name=stage.input.name,
+                    pool_size=stage.target,
+                    min_instances=stage.config.auto.min_instances if stage.config.auto else None,
+                    max_instances=stage.config.auto.max_instances if stage.config.auto else None,
                 )
             )
             self._last_counts[stage.name] = items_in
@@ -164,6 +169,8 @@ class Monitor(threading.Thread):
             if stage.dead_reason and not was_dead:
                 log.error("%s", stage.dead_reason)
                 self._stop_upstream(stage, f"stopped because {stage.dead_reason}")
+        for autoscaler in self._autoscalers:  # instances: auto; after supervise, before the pills
+            autoscaler.tick()
         self._drain_abandoned()
         for stage_queue in self.queues:
             self._send_pills(stage_queue)
@@ -183,7 +190,7 @@ class Monitor(threading.Thread):
                 return
             assert stage_queue.consumer is not None
             # One per consumer thread running; a restarted thread takes the pill of the one it replaced.
-            stage_queue.pills_owed = stage_queue.consumer.alive
+            stage_queue.pills_owed = stage_queue.consumer.pills_needed()
         if stage_queue.pills_owed:
             stage_queue.queue.put_sentinels(PILL, stage_queue.pills_owed)  # one batch, past maxsize if need be
             stage_queue.pills_owed = 0
@@ -235,10 +242,17 @@ def log_statuses(statuses: list[StageStatus]) -> None:
     for s in statuses:
         errors = s.failed + s.lost
         log.info(
-            "%s: done %s, %d in flight, queue %s, %.1f/s%s, %d/%d threads",
+            "%s: done %s, %d in flight, queue %s, %.1f/s%s, %s threads",
             s.name, progress_text(s), s.busy, queue_text(s), s.rate,
-            f", {errors} failed or lost" if errors else "", s.alive, s.instances,
+            f", {errors} failed or lost" if errors else "", threads_text(s),
         )
+
+
+def threads_text(status: StageStatus) -> str:
+    """``alive/instances``; for ``instances: auto``, ``alive/size auto min-max`` (the size it aims at now)."""
+    if status.min_instances is None:
+        return f"{status.alive}/{status.instances}"
+    return f"{status.alive}/{status.pool_size} auto {status.min_instances}-{status.max_instances}"
 
 
 def progress_text(status: StageStatus) -> str:

@@ -53,6 +53,9 @@ class StageStatus:
     queue_peak: int = 0  # the deepest the input queue has been so far (sampled by the monitor)
     counters: dict[str, float] = field(default_factory=dict)  # live sum of the stage's worker counters
     queue_name: str = ""  # the name of the stage's input queue
+    pool_size: int = 0  # threads the stage aims at now: instances, or the current size of an auto pool
+    min_instances: int | None = None  # the bounds of an auto pool (None: a fixed number of threads)
+    max_instances: int | None = None
 
     @property
     def done(self) -> int:
@@ -78,6 +81,11 @@ class StageReport:
     queue_peak: int = 0  # the deepest the input queue has been (sampled every 0.1 s)
     is_source: bool = False
     is_sink: bool = False
+    # The pool: its size at the end and its largest (both = instances unless auto), and an auto pool's bounds.
+    pool_size: int = 0
+    pool_peak: int = 0
+    min_instances: int | None = None
+    max_instances: int | None = None
 
     @property
     def no_data(self) -> int:

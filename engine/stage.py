@@ -52,6 +52,7 @@ _MAX_BUFFER_SECONDS = 0.05  # longest an output waits in a thread's buffer
 _LOGGED_FAILURES = 10  # per stage; the rest are only in the dead-letter file
 
 RUNNING, DONE, STOPPED, DIED = "running", "done", "stopped", "died"
+RETIRED = "retired"  # a thread's outcome when an auto pool shrank: it ended after its item, on purpose
 LOST, INTERRUPTED = "lost", "interrupted"  # dead-letter kinds of an item its stage never started
 
 
@@ -106,6 +107,8 @@ class _Slot:
     holding: list[Any] = field(default_factory=list)  # the chunk in hand; items from ``position`` on are unfinished
     position: int = 0
     took_pill: bool = False  # taken with a chunk; if the thread then dies, its replacement needs another
+    retiring: bool = False  # set by Stage.resize (auto pools): end after the item in hand
+    busy_seconds: float = 0.0  # time spent in process() (for instances: auto)
     items_in: int = 0
     items_out: int = 0
     failed: int = 0
@@ -125,6 +128,8 @@ class _Tally:
     errors: Counter[str] = field(default_factory=Counter)
     counters: Counter[str] = field(default_factory=Counter)
     died: int = 0  # threads that ended with outcome DIED
+    retired: int = 0  # threads an auto pool retired (outcome RETIRED)
+    busy_seconds: float = 0.0
 
     def add(self, slot: _Slot) -> None:
         self.items_in += slot.items_in
@@ -133,6 +138,8 @@ class _Tally:
         self.errors.update(slot.errors)
         self.counters.update(slot.counters)
         self.died += slot.outcome == DIED
+        self.retired += slot.outcome == RETIRED
+        self.busy_seconds += slot.busy_seconds
 
 
 class Stage:
@@ -172,6 +179,8 @@ class Stage:
         self._busy_threads = 0
         self.peak_busy = 0  # the most threads that held items at the same moment
         self.restarts = 0
+        self.target = config.instances  # threads wanted, not counting those retiring (instances: auto moves it)
+        self.peak = config.instances  # the largest target so far
         self.stop_event = threading.Event()
         self.poll = poll if poll is not None else poll_seconds(config.instances)
         self.stop_reason: str | None = None
@@ -287,7 +296,7 @@ class Stage:
             if slot.outcome != DIED:
                 continue
             self._last_death = slot.error
-            if self.restarts < self.config.max_restarts and not self.stop_event.is_set():
+            if self.restarts < self.config.max_restarts and not slot.retiring and not self.stop_event.is_set():
                 self.restarts += 1
                 if slot.took_pill and self.input.pills_owed is not None:
                     self.input.pills_owed += 1  # it died holding its pill; the monitor sends the new thread one
@@ -298,7 +307,8 @@ class Stage:
                 self._spawn()
         if self.ended_at is None and self._started and not self._running:
             self.ended_at = time.monotonic()
-            if self._retired.died == len(self.slots):
+            kept = len(self.slots) - self._retired.retired  # retired threads ended on purpose
+            if kept and self._retired.died == kept:
                 self.dead_reason = (
                     f"stage {self.name} died: {describe(self._last_death)} "
                     f"(every thread failed, after {self.restarts} restart{'s' if self.restarts != 1 else ''})"
@@ -308,6 +318,51 @@ class Stage:
     def threads(self) -> list[threading.Thread]:
         """Every thread the stage has started, to join once they have ended."""
         return [s.thread for s in self.slots if s.thread is not None and s.thread.ident is not None]
+
+    # -- instances: auto (see engine.autoscale); called from the monitor thread only -----
+
+    def resize(self, target: int) -> None:
+        """Grow or shrink the pool to ``target`` threads: new threads start at once, and
+        retiring ones end after the item in hand (closing their worker; never restarted).
+
+        Once the pills of the input queue are counted, each new thread is owed one more,
+        as a restarted thread is; a retiring thread that ends without its pill leaves one
+        over, which the monitor drains.
+        """
+        if target > self.target:
+            if self.input.pills_owed is not None:  # pills are counted already: one more per new thread
+                self.input.pills_owed += target - self.target
+            for _ in range(target - self.target):
+                self._spawn()
+        else:
+            excess = self.target - target
+            for slot in reversed(self._live()):  # the newest first
+                if excess == 0:
+                    break
+                if slot.outcome == RUNNING and not slot.retiring:
+                    slot.retiring = True
+                    excess -= 1
+        self.target = target
+        self.peak = max(self.peak, target)
+
+    def pills_needed(self) -> int:
+        """Pills for this stage's threads: one per thread wanted, plus one per retiring thread still
+        running (it may take one before it sees that it retires; a pill left over is drained)."""
+        return self.target + sum(1 for s in self._live() if s.retiring and s.outcome == RUNNING)
+
+    def work_done(self) -> tuple[int, float, float]:
+        """Items finished, seconds spent in process() on them, and the workers' ``overload`` count (so far)."""
+        live = self._live()
+        busy = self._retired.busy_seconds + sum(s.busy_seconds for s in live)
+        overload = self._retired.counters.get("overload", 0.0)
+        for s in live:
+            # One get() of a running worker's dict is atomic under the GIL: no copy needed for one key.
+            counters = s.counters if s.outcome != RUNNING else s.live_counters
+            try:
+                overload += counters.get("overload", 0) if counters is not None else 0
+            except Exception:  # a counters object without get(): no overload signals from it
+                pass
+        return self.items_in - self.busy, busy, overload
 
     def record_lost(self, item: Any, reason: str) -> None:
         """Account for an item this stage will never process.
@@ -398,6 +453,8 @@ class Stage:
         while True:
             if self.stop_event.is_set():
                 return STOPPED
+            if slot.retiring:
+                return RETIRED
             items = self._take(limit if batch_size is None else batch_size)
             if not items:
                 continue
@@ -430,6 +487,7 @@ class Stage:
                 slot.position += 1
         else:
             self._process_batch(worker, items, slot, outputs)
+        slot.busy_seconds += time.perf_counter() - started
         slot.holding, slot.position = [], 0
         outputs.flush()
         # Cheap items travel in chunks: the queue's lock costs more than the work.

@@ -11,6 +11,8 @@ once at import.
   ``5xx`` and ``429``
 - ``http.retry_after_seconds``: seconds slept because a server sent ``Retry-After``
 - ``http.bytes``: bytes of response bodies read
+- ``overload``: the engine's generic "the far end is overloaded" counter (see
+  :mod:`engine.contract`): answers 429 and 503, and attempts that timed out
 - ``http.latency.le.<bound>``: requests whose latency (one ``get()``: retries and their
   waits included, body read) was at most ``<bound>`` seconds and more than the bound
   below it (NOT cumulative); bounds double from 1 ms to 65.536 s, then ``+Inf``.
@@ -28,6 +30,7 @@ import urllib3.exceptions
 LATENCY_BOUNDS: tuple[float, ...] = tuple(0.001 * 2**i for i in range(17))  # 0.001 .. 65.536 s
 _LATENCY_KEYS = tuple(f"http.latency.le.{b:g}" for b in LATENCY_BOUNDS) + ("http.latency.le.+Inf",)
 _STATUS_KEYS = {code: f"http.status.{code}" for code in range(100, 600)}
+_OVERLOAD_STATUS = frozenset((429, 503))  # answers that say "slow down": counted in ``overload``
 
 
 def count_latency(counters: Counter[str], seconds: float) -> None:
@@ -40,12 +43,17 @@ def count_response(counters: Counter[str], status: int) -> None:
     """Count one attempt that got an answer with ``status``."""
     counters["http.requests"] += 1
     counters[_STATUS_KEYS.get(status) or f"http.status.{status}"] += 1
+    if status in _OVERLOAD_STATUS:
+        counters["overload"] += 1
 
 
 def count_retry(counters: Counter[str], status: int | None, error: Exception | None) -> None:
     """Count one retry, after an answer with ``status`` or after ``error``."""
+    reason = retry_reason(status, error)
     counters["http.retries"] += 1
-    counters[f"http.retries.{retry_reason(status, error)}"] += 1
+    counters[f"http.retries.{reason}"] += 1
+    if reason == "timeout":
+        counters["overload"] += 1
 
 
 def retry_reason(status: int | None, error: Exception | None) -> str:

@@ -170,7 +170,7 @@ def test_a_dying_stage_exits_1_with_one_sentence(tmp_path):
 @pytest.mark.parametrize(
     "change, message",
     [
-        (lambda d: d["workers"][1].update(instances=0), "instances: must be a positive integer, not 0"),
+        (lambda d: d["workers"][1].update(instances=0), "instances: must be a positive integer or auto, not 0"),
         (lambda d: d["workers"][1].update({"class": "Nope"}), "has no class 'Nope'"),
         (lambda d: d["workers"][1].update(location="workers.nope"), "cannot import module 'workers.nope'"),
     ],

@@ -110,7 +110,7 @@ def test_check_passes_a_good_pipeline_without_running_it(tmp_path, counting_serv
 @pytest.mark.parametrize(
     ("replace", "message"),
     [
-        ({"    instances: 2\n": "    instances: two\n"}, "workers[2] (PostgresWorker).instances: must be a positive integer, not 'two'"),
+        ({"    instances: 2\n": "    instances: two\n"}, "workers[2] (PostgresWorker).instances: must be a positive integer or auto, not 'two'"),
         ({"      date: latest\n": "      date: someday\n"}, "error: stage PriceWorker cannot start: "),
         ({"      exchanges: [bitstamp, kraken, coinbase-pro]\n": "      exchanges: [bitstamp, mtgox]\n"},
          "error: stage PriceWorker cannot start: unknown exchange(s) mtgox"),
@@ -192,7 +192,7 @@ def test_a_bad_number_from_a_variable_exits_2_in_one_line(tmp_path, value):
     result = _main(tmp_path, "--pipeline", str(_numbers_pipeline(tmp_path)), "--run-dir", str(tmp_path / "runs"),
                    THREADS=value)
     line = _one_error(result)
-    assert f"workers[1] (Work).instances: must be a positive integer, not '{value[:50]}" in line
+    assert f"workers[1] (Work).instances: must be a positive integer or auto, not '{value[:50]}" in line
     assert "(from ${THREADS})" in line and len(line) < 700
     assert not (tmp_path / "runs").exists()
 

@@ -86,9 +86,9 @@ BAD = {
         ("    input_queue: Prices\n", "    input_queue: SymbolQueue\n"), 23,
         "both take from queue 'SymbolQueue'",
     ),
-    "instances zero": (("    instances: 20\n", "    instances: 0\n"), 16, "instances: must be a positive integer, not 0"),
-    "instances text": (("    instances: 20\n", "    instances: many\n"), 16, "must be a positive integer, not 'many'"),
-    "instances boolean": (("    instances: 20\n", "    instances: true\n"), 16, "must be a positive integer, not True"),
+    "instances zero": (("    instances: 20\n", "    instances: 0\n"), 16, "instances: must be a positive integer or auto, not 0"),
+    "instances text": (("    instances: 20\n", "    instances: many\n"), 16, "must be a positive integer or auto, not 'many'"),
+    "instances boolean": (("    instances: 20\n", "    instances: true\n"), 16, "must be a positive integer or auto, not True"),
     "module that does not import": (
         ("    location: tests.engine.workers\n    class: Echo\n", "    location: tests.engine.nope\n    class: Echo\n"),
         14, "cannot import module 'tests.engine.nope': No module named 'tests.engine.nope'",
@@ -217,17 +217,17 @@ def test_numeric_keys_read_variables(tmp_path):
 @pytest.mark.parametrize(
     ("variable", "value", "line", "fragment"),
     [
-        ("PRICE_THREADS", "seven", 9, "workers[0] (Source).instances: must be a positive integer, not 'seven' (from ${PRICE_THREADS:-20})"),
-        ("PRICE_THREADS", "-1", 9, "instances: must be a positive integer, not '-1' (from ${PRICE_THREADS:-20})"),
-        ("PRICE_THREADS", "0", 9, "instances: must be a positive integer, not '0'"),
-        ("PRICE_THREADS", "1e3", 9, "instances: must be a positive integer, not '1e3'"),
-        ("PRICE_THREADS", "7; rm -rf /", 9, "instances: must be a positive integer, not '7; rm -rf /'"),
-        ("PRICE_THREADS", " 7", 9, "instances: must be a positive integer, not ' 7'"),
-        ("PRICE_THREADS", "0x10", 9, "instances: must be a positive integer, not '0x10'"),
-        ("PRICE_THREADS", "1_000", 9, "instances: must be a positive integer, not '1_000'"),
-        ("PRICE_THREADS", "\u0667", 9, "instances: must be a positive integer, not"),  # an Arabic-Indic 7
+        ("PRICE_THREADS", "seven", 9, "workers[0] (Source).instances: must be a positive integer or auto, not 'seven' (from ${PRICE_THREADS:-20})"),
+        ("PRICE_THREADS", "-1", 9, "instances: must be a positive integer or auto, not '-1' (from ${PRICE_THREADS:-20})"),
+        ("PRICE_THREADS", "0", 9, "instances: must be a positive integer or auto, not '0'"),
+        ("PRICE_THREADS", "1e3", 9, "instances: must be a positive integer or auto, not '1e3'"),
+        ("PRICE_THREADS", "7; rm -rf /", 9, "instances: must be a positive integer or auto, not '7; rm -rf /'"),
+        ("PRICE_THREADS", " 7", 9, "instances: must be a positive integer or auto, not ' 7'"),
+        ("PRICE_THREADS", "0x10", 9, "instances: must be a positive integer or auto, not '0x10'"),
+        ("PRICE_THREADS", "1_000", 9, "instances: must be a positive integer or auto, not '1_000'"),
+        ("PRICE_THREADS", "\u0667", 9, "instances: must be a positive integer or auto, not"),  # an Arabic-Indic 7
         ("PRICE_THREADS", "10001", 9, "stage Source.instances: must be from 1 to 10,000 (threads in this stage), not 10001"),
-        ("PRICE_THREADS", "9" * 5000, 9, "instances: must be a positive integer, not '999"),
+        ("PRICE_THREADS", "9" * 5000, 9, "instances: must be a positive integer or auto, not '999"),
         ("MAXSIZE", "", 4, "queues[0] (Numbers).maxsize: must be a positive integer, not '' (from ${MAXSIZE})"),
         ("BATCH", "2.5", 17, "batch_size: must be a positive integer, not '2.5' (from ${BATCH})"),
         ("RESTARTS", "-1", 19, "max_restarts: must be a whole number >= 0, not '-1' (from ${RESTARTS})"),
@@ -250,7 +250,7 @@ def test_a_bad_number_from_a_variable_names_the_key_the_value_and_the_variable(t
 def test_a_literal_string_is_still_not_a_number(tmp_path):
     # Only a variable's text is read as a number: a quoted literal is a mistake worth naming.
     path = _write(tmp_path, GOOD.replace("    instances: 20\n", '    instances: "20"\n'))
-    with pytest.raises(PipelineConfigError, match=r"instances: must be a positive integer, not '20'$"):
+    with pytest.raises(PipelineConfigError, match=r"instances: must be a positive integer or auto, not '20'$"):
         load_pipeline(path, env={})
 
 
@@ -260,5 +260,5 @@ def test_a_merged_number_from_a_variable_reads_as_one_until_overridden(tmp_path)
     assert load_pipeline(_write(tmp_path, text), env={**NUMERIC_ENV, "N": "5"}).stages[0].instances == 5
     # The key written in the mapping wins, with its own kind: a quoted literal is not a number.
     text = NUMERIC_FROM_VARIABLES.replace("    instances: ${PRICE_THREADS:-20}\n", merged + '    instances: "3"\n')
-    with pytest.raises(PipelineConfigError, match=r"instances: must be a positive integer, not '3'$"):
+    with pytest.raises(PipelineConfigError, match=r"instances: must be a positive integer or auto, not '3'$"):
         load_pipeline(_write(tmp_path, text), env={**NUMERIC_ENV, "N": "5"})
