@@ -220,8 +220,9 @@ def test_auto_backs_off_when_the_server_answers_429(run_pipeline, start_price_se
     assert report.exit_code == 0 and len(collected(key)) == len(symbols)
     assert fetch.counters["overload"] == fetch.counters["http.status.429"] > 0
     sizes = _pool(seen, "PriceWorker")
-    # From 32 down to near the 3 the limit allows, and it stays well below where it started.
-    assert sizes[0] == 32 and min(sizes) <= 8 and fetch.pool_size == sizes[-1] <= 16
+    # From 32 down towards the 3 the limit allows (how far depends on how many windows a loaded
+    # machine fits in), and it stays well below where it started.
+    assert sizes[0] == 32 and min(sizes) <= 12 and fetch.pool_size == sizes[-1] <= 16
 
 
 def test_auto_shrinks_when_latency_grows(run_pipeline, start_price_server, key, caplog):
