@@ -124,7 +124,10 @@ def test_bad_fault_values_are_refused(dataset: Dataset, bad: dict) -> None:
         app.set_faults(colour="red")
 
 
-def test_sleep_is_spent_without_holding_a_lock(dataset: Dataset, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_sleep_is_spent_without_holding_a_lock(
+    dataset: Dataset, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The fake clock stands still, so the whole latency is slept (none of it spent building the answer).
     app = crypto_server.create_app(dataset, sleep=0.25, jitter=0.5, seed=1)
     layer = app._fault_layer
     held = []
