@@ -82,7 +82,15 @@ class _Handler(WSGIHandler):
             return
         if self._held is not None:
             data, self._held = self._held + data, None
-        super()._sendall(data)
+        # One send() moves a small answer whole; gevent's sendall() would first ask the socket
+        # its buffer size, a system call per answer. The rest (or an error) goes the usual way.
+        try:
+            sent = self.socket.send(data)
+        except OSError:
+            sent = 0
+        self.response_length += sent
+        if sent < len(data):
+            super()._sendall(data[sent:])
 
     def run_application(self) -> None:
         server: _GeventWSGIServer = self.server  # type: ignore[assignment]
