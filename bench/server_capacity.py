@@ -116,18 +116,27 @@ class Measure:
 def _measure(server: ServerProcess, generate: Callable[[str, int], LoadResult]) -> Measure:
     """Run ``generate(host, port)`` against ``server`` and read the server's CPU around it."""
     parts = urlsplit(server.url)
-    process = psutil.Process(server.pid)
+    processes = _serving_processes(server.pid)
     server.reset_stats()
-    before = process.cpu_times()
+    before = _cpu(processes)
     load = generate(parts.hostname or "127.0.0.1", parts.port or 80)
-    after = process.cpu_times()
-    cpu = (after.user - before.user) + (after.system - before.system)
+    cpu = _cpu(processes) - before
     try:
         peak = server.stats()["peak_in_flight"]
     except ServerProcessError as exc:  # a server swamped by the load: the figures say the rest
         log.warning("%s", exc)
         peak = -1
     return Measure(load, cpu, peak)
+
+
+def _serving_processes(pid: int) -> list[psutil.Process]:
+    """The server's process and the serving processes it forked (one per core)."""
+    process = psutil.Process(pid)
+    return [process, *process.children(recursive=True)]
+
+
+def _cpu(processes: list[psutil.Process]) -> float:
+    return sum(t.user + t.system for t in (p.cpu_times() for p in processes))
 
 
 def _best(measures: list[Measure], key: Callable[[Measure], float]) -> Measure:
