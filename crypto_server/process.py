@@ -68,7 +68,8 @@ class ServerProcess:
 
     def stats(self) -> dict[str, Any]:
         """The request counters (``requests``, ``in_flight``, ``peak_in_flight``, ``errors_injected``,
-        ``rate_limited``) and ``cpu_seconds``, the CPU time the server process has used so far."""
+        ``rate_limited``) and ``cpu_seconds``, the CPU time the server has used so far (all its
+        serving processes: see ``processes``)."""
         return self._call("stats")
 
     def reset_stats(self) -> None:
