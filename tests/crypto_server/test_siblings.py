@@ -60,19 +60,25 @@ def test_stop_ends_every_process_and_frees_the_port() -> None:
     port = int(urlsplit(server.url).port or 0)
     assert _status(port) == 200
     server.stop()
-    assert not sibling.is_running() or sibling.status() == psutil.STATUS_ZOMBIE
+    try:
+        assert not sibling.is_running() or sibling.status() == psutil.STATUS_ZOMBIE
+    finally:
+        if sibling.is_running():  # the test failed: leave no orphan behind
+            sibling.kill()
     with pytest.raises(ConnectionRefusedError):
         socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT).close()
 
 
 def test_a_killed_first_process_leaves_no_sibling_behind() -> None:
     server = crypto_server.start_server_process(processes=2, assets=3)
+    sibling = psutil.Process(server.pid).children()[0]
     try:
-        sibling = psutil.Process(server.pid).children()[0]
         os.kill(server.pid, signal.SIGKILL)
         sibling.wait(TIMEOUT)  # psutil.TimeoutExpired if it stayed
     finally:
         server.stop()
+        if sibling.is_running():  # the test failed: leave no orphan behind
+            sibling.kill()
 
 
 def test_more_processes_need_the_gevent_server() -> None:
