@@ -15,6 +15,7 @@ from .data import DataError, parse_day
 from .load import load_dataset
 from .process import serve_for_parent
 from .server import SERVERS, ServerHandle, _bind, gevent_available, raise_open_file_limit
+from .siblings import can_fork, default_processes, fork_siblings
 from .synthetic import FIRST_DAY, LAST_DAY, MAX_ASSETS
 
 _PROG = "crypto_server"
@@ -111,6 +112,13 @@ def _parser() -> argparse.ArgumentParser:
         help="answer 429 with Retry-After to requests beyond N in any one second (default: no limit)",
     )
 
+    parser.add_argument(
+        "--processes",
+        type=int,
+        metavar="N",
+        help="serving processes sharing the port, counters and rate limit (gevent only; default: one per "
+        "core, at most 2, where fork exists, else 1)",
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="log one line per request (debug level)")
     parser.add_argument(
         "--child",
@@ -151,6 +159,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     elif args.server == "gevent" and not gevent_available():
         print(f"{_PROG}: --server gevent: gevent is not installed (pip install gevent)", file=sys.stderr)
         return 2
+    if args.processes is None:
+        args.processes = default_processes() if args.server == "gevent" else 1
+    elif args.processes < 1 or (args.processes > 1 and (args.server != "gevent" or not can_fork())):
+        parser.error("--processes must be 1, or more with the gevent server on Linux")
     app = create_app(
         dataset,
         sleep=args.sleep,
@@ -161,7 +173,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     raise_open_file_limit()  # a descriptor per connection: this process is the server alone
     try:
-        server = _bind(app, args.host, args.port, args.server)
+        server = _bind(app, args.host, args.port, args.server, reuse_port=args.processes > 1)
     except OSError as exc:
         print(f"{_PROG}: {exc.strerror or exc}", file=sys.stderr)
         return 1
@@ -170,13 +182,28 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    def bind() -> Any:
+        return _bind(app, server.host, server.port, args.server, reuse_port=True)
+
+    siblings = fork_siblings(app, server, bind, args.processes - 1)  # before this process starts a thread
+    try:
+        return _serve(args, app, server, siblings.cpu_seconds)
+    finally:
+        siblings.stop()
+
+
+def _serve(args: argparse.Namespace, app: Any, server: Any, siblings_cpu: Callable[[], float]) -> int:
+    dataset = app.dataset
     if args.child:
-        serve_for_parent(ServerHandle(app, server))  # type: ignore[arg-type]
+        serve_for_parent(
+            ServerHandle(app, server), cpu_seconds=lambda: time.process_time() + siblings_cpu()
+        )  # type: ignore[arg-type]
         return 0
     host = f"[{server.host}]" if ":" in server.host else server.host
     print(
         f"{_PROG}: serving {len(dataset.symbols)} assets on {len(dataset.exchanges)} exchanges, "
-        f"{dataset.days.first}..{dataset.days.last}, at http://{host}:{server.port} ({args.server}; Ctrl+C to stop)",
+        f"{dataset.days.first}..{dataset.days.last}, at http://{host}:{server.port} "
+        f"({args.server}, {args.processes} process{'es' if args.processes > 1 else ''}; Ctrl+C to stop)",
         flush=True,
     )
     # Served from a thread, so Ctrl+C reaches this one, never stuck in a C event loop (gevent's).

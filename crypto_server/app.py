@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 from urllib.parse import quote
 
-from flask import Flask, Response, jsonify, redirect, request
+from flask import Flask, Response, redirect, request
 from werkzeug.exceptions import BadRequest, HTTPException, NotFound
 
 from . import pages
@@ -79,7 +80,12 @@ def create_app(
     index_html = pages.render_index(dataset)
     wiki_html = pages.render_wiki(dataset)
     quote_html = {symbol: pages.render_quote(dataset, symbol) for symbol in dataset.symbols}
-    days = {"first": dataset.days.first.isoformat(), "last": dataset.days.last.isoformat()}
+    # What jsonify writes, without its per-call set-up (a new encoder each time): the price
+    # route is the server's hot path. The fixed lists are encoded once.
+    encode = json.JSONEncoder(separators=(",", ":")).encode
+    exchanges_json = encode(dataset.exchanges)
+    symbols_json = encode(dataset.symbols)
+    days_json = encode({"first": dataset.days.first.isoformat(), "last": dataset.days.last.isoformat()})
 
     @app.get("/")
     def index() -> Response:
@@ -87,20 +93,20 @@ def create_app(
 
     @app.get("/exchanges")
     def exchanges() -> Response:
-        return jsonify(dataset.exchanges)
+        return _json(exchanges_json)
 
     @app.get("/symbols")
     def symbols() -> Response:
-        return jsonify(dataset.symbols)
+        return _json(symbols_json)
 
     @app.get("/days")
     def day_range() -> Response:
-        return jsonify(days)
+        return _json(days_json)
 
     @app.get("/price/<exchange>/<symbol>/<date>")
     def price(exchange: str, symbol: str, date: str) -> Response:
         try:
-            return jsonify(dataset.price(exchange, symbol, date))
+            return _json(encode(dataset.price(exchange, symbol, date)))
         except UnknownName as exc:
             raise NotFound(str(exc)) from None
         except ValueError as exc:
@@ -134,6 +140,10 @@ def create_app(
         return response
 
     return app
+
+
+def _json(text: str) -> Response:
+    return Response(text + "\n", mimetype="application/json")
 
 
 def _html(text: str) -> Response:

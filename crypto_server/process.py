@@ -28,6 +28,7 @@ import threading
 import time
 from pathlib import Path
 from types import TracebackType
+from collections.abc import Callable
 from typing import IO, TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -67,7 +68,8 @@ class ServerProcess:
 
     def stats(self) -> dict[str, Any]:
         """The request counters (``requests``, ``in_flight``, ``peak_in_flight``, ``errors_injected``,
-        ``rate_limited``) and ``cpu_seconds``, the CPU time the server process has used so far."""
+        ``rate_limited``) and ``cpu_seconds``, the CPU time the server has used so far (all its
+        serving processes: see ``processes``)."""
         return self._call("stats")
 
     def reset_stats(self) -> None:
@@ -107,8 +109,9 @@ def start_server_process(
 
     ``options`` are the command-line options of ``python -m crypto_server`` as keywords
     (``sleep``, ``jitter``, ``error_rate``, ``rate_limit``, ``seed``, ``assets``,
-    ``first_day``, ``last_day``, ``data_dir``, ``server``); None leaves one at its
-    default (for ``server``: gevent where it is installed, else werkzeug). The
+    ``first_day``, ``last_day``, ``data_dir``, ``server``, ``processes``); None leaves
+    one at its default (for ``server``: gevent where it is installed, else werkzeug; for
+    ``processes``: one per core, at most 2, with gevent). The
     child's warnings go to this process's stderr. Raises :class:`ServerProcessError`
     if the child cannot start (bad option, bad data, no port) within ``start_timeout``
     seconds; nothing is left running then.
@@ -138,10 +141,16 @@ def start_server_process(
     return ServerProcess(process, answers, ready)
 
 
-def serve_for_parent(handle: ServerHandle, commands: IO[str] | None = None, answers: IO[str] | None = None) -> None:
+def serve_for_parent(
+    handle: ServerHandle,
+    commands: IO[str] | None = None,
+    answers: IO[str] | None = None,
+    cpu_seconds: Callable[[], float] = time.process_time,
+) -> None:
     """The child's side: announce ``handle.url``, answer commands until ``commands`` ends, then stop.
 
-    ``commands`` and ``answers`` default to stdin and stdout. Called by
+    ``commands`` and ``answers`` default to stdin and stdout; ``cpu_seconds`` is the
+    server's CPU time so far (that of every serving process). Called by
     ``python -m crypto_server --child``.
     """
     commands = sys.stdin if commands is None else commands
@@ -151,7 +160,7 @@ def serve_for_parent(handle: ServerHandle, commands: IO[str] | None = None, answ
         for line in commands:  # ends when the parent closes the pipe, or dies
             command = line.strip()
             if command == "stats":
-                _send(answers, {**handle.stats.snapshot(), "cpu_seconds": round(time.process_time(), 3)})
+                _send(answers, {**handle.stats.snapshot(), "cpu_seconds": round(cpu_seconds(), 3)})
             elif command == "reset":
                 handle.stats.reset()
                 _send(answers, {})

@@ -77,8 +77,11 @@ def gevent_available() -> bool:
     return True
 
 
-def _bind(app: Any, host: str, port: int, server: str = "werkzeug") -> Any:
+def _bind(app: Any, host: str, port: int, server: str = "werkzeug", reuse_port: bool = False) -> Any:
     """A WSGI server (``"werkzeug"`` or ``"gevent"``) listening on host:port (0 picks a free port).
+
+    ``reuse_port``: with SO_REUSEPORT, so that more servers can listen on the same port
+    and the kernel spreads connections between them (see :mod:`crypto_server.siblings`).
 
     Raises ``OSError`` with a one-line message such as
     ``cannot listen on 127.0.0.1:5000: address already in use``, ``ImportError``
@@ -89,8 +92,8 @@ def _bind(app: Any, host: str, port: int, server: str = "werkzeug") -> Any:
     if server == "gevent":
         from .cooperative import CooperativeServer  # imports gevent, so only when asked for
 
-        return CooperativeServer(app, _listen(host, port), _IDLE_TIMEOUT)
-    sock = _listen(host, port)
+        return CooperativeServer(app, _listen(host, port, reuse_port), _IDLE_TIMEOUT)
+    sock = _listen(host, port, reuse_port)
     handler = type("RequestHandler", (_RequestHandler,), {"timeout": _IDLE_TIMEOUT})
     try:
         return _Server(host, port, app, handler=handler, fd=sock.fileno())
@@ -117,12 +120,12 @@ def raise_open_file_limit(wanted: int = 65536) -> None:
             _log.debug("cannot raise the open file limit from %s to %s", soft, target)
 
 
-def _listen(host: str, port: int) -> socket.socket:
+def _listen(host: str, port: int, reuse_port: bool = False) -> socket.socket:
     """A socket listening on host:port, or ``OSError`` with a one-line message."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     try:
         # Bound here rather than by werkzeug, which prints and calls sys.exit() on failure.
-        sock = socket.create_server((host, port), family=family, backlog=_BACKLOG)
+        sock = socket.create_server((host, port), family=family, backlog=_BACKLOG, reuse_port=reuse_port)
     except OSError as exc:
         # create_server() appends "(while attempting to bind ...)"; the errno says it shorter.
         # Resolver errors have negative errnos, so keep their own text.

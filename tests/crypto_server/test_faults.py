@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import os
 from collections import Counter
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import crypto_server
 from crypto_server import Dataset, Faults, faults
@@ -84,6 +87,38 @@ def test_rate_limiter_is_a_sliding_window(clock: FakeClock) -> None:
     assert limiter.admit(0) == 1
 
 
+@settings(max_examples=60, deadline=None)
+@given(limit=st.integers(0, 6), steps=st.lists(st.floats(0.0, 0.7), max_size=40))
+def test_the_shared_rate_limiter_decides_as_the_sliding_window(limit: int, steps: list[float]) -> None:
+    # The shared limiter keeps a ring of the last `limit` admissions instead of a window of times;
+    # on any sequence of arrivals both answer alike. (Clock passed by hand: hypothesis and fixtures.)
+    now = [1000.0]
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(faults, "_now", lambda: now[0])
+        window, ring = faults._RateLimiter(), faults._SharedRateLimiter(limit)
+        for step in steps:
+            now[0] += step
+            assert ring.admit(limit) == window.admit(limit)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="shared counters are for forked processes")
+def test_counters_and_limit_shared_with_a_forked_process(clock: FakeClock) -> None:
+    stats, limiter = faults.Stats(shared=True), faults._SharedRateLimiter(3)
+    pid = os.fork()
+    if pid == 0:  # the child: count and admit, then leave at once
+        stats._begin()
+        stats._limit()
+        os._exit(0 if limiter.admit(3) is None and limiter.admit(3) is None else 1)
+    assert os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 0
+    stats._begin()
+    counts = {"requests": 2, "in_flight": 2, "peak_in_flight": 2, "errors_injected": 0, "rate_limited": 1}
+    assert stats.snapshot() == counts
+    assert limiter.admit(3) is None, "the child took two of the three"
+    assert limiter.admit(3) == 1
+    with pytest.raises(ValueError):
+        limiter.admit(4)
+
+
 def test_rate_limited_requests_are_not_delayed_or_failed(dataset: Dataset, clock: FakeClock) -> None:
     app = crypto_server.create_app(dataset, rate_limit=0, error_rate=1.0)
     assert statuses(app, 5) == [429] * 5
@@ -137,9 +172,9 @@ def test_sleep_is_spent_without_holding_a_lock(
 
     monkeypatch.setattr(faults, "_sleep", fake_sleep)
     statuses(app, 20)
-    assert len(held) == 20
-    assert all(0.25 <= s <= 0.75 and not any(locks) for s, *locks in held)
-    assert len({s for s, *_ in held}) > 1, "jitter varies the delay"
+    assert len(held) == 40, "half the latency before the answer is built, the rest after"
+    assert all(0.125 <= s <= 0.75 and not any(locks) for s, *locks in held)
+    assert len({s for s, *_ in held}) > 2, "jitter varies the delay"
 
 
 def test_the_answer_is_built_within_the_latency_not_after_it(
@@ -147,6 +182,7 @@ def test_the_answer_is_built_within_the_latency_not_after_it(
 ) -> None:
     # The app's own work (0.1 s here, on the fake clock) is part of the 0.25 s latency: the layer
     # sleeps only what is left, so a burst's work overlaps its waits instead of queueing after them.
+    # It builds the answer halfway through, once the requests of a burst are in.
     app = crypto_server.create_app(dataset, sleep=0.25)
     layer = app._fault_layer
     inner = layer._app
@@ -166,11 +202,11 @@ def test_the_answer_is_built_within_the_latency_not_after_it(
     start = clock.now
     response = app.test_client().get(PATH)
     assert response.status_code == 200 and response.get_json()["close"] > 0
-    assert events == ["built", 0.15]
+    assert events == [0.125, "built", 0.025]
     assert clock.now - start == pytest.approx(0.25)
 
-    # Work longer than the latency: no sleep at all.
+    # Work longer than what is left of the latency: no sleep after it.
     app.set_faults(sleep=0.05)
     events.clear()
     assert app.test_client().get(PATH).status_code == 200
-    assert events == ["built"]
+    assert events == [0.025, "built"]
