@@ -66,7 +66,7 @@ def make_records(count: int) -> list[PriceRecord]:
             open=100.0 + i % 7,
             high=110.0 + i % 5,
             low=90.0 + i % 3,
-            close=105.0 + i % 11,
+            close=95.0 + i % 11,  # within [low, high], as the writer checks
             volume=1000.0 * (i % 13),
             extracted_time=now,
         )
