@@ -28,8 +28,10 @@ def _pipeline(tmp_path: Path, url: str) -> Path:
         "workers": [
             {"name": "WikiWorker", "location": "workers.wiki_worker", "class": "WikiWorker",
              "input_values": [f"{url}/wiki/List_of_cryptocurrencies"], "output_queues": "symbols"},
+            # Enough retries that the server's 20% errors never fail an item (0.2 ** 11 per request).
             {"name": "PriceWorker", "location": "workers.price_worker", "class": "PriceWorker", "instances": 2,
-             "params": {"base_url": url, "exchanges": ["kraken"], "date": "latest", "http": {"backoff": 0.0}},
+             "params": {"base_url": url, "exchanges": ["kraken"], "date": "latest",
+                        "http": {"backoff": 0.0, "retries": 10}},
              "input_queue": "symbols", "output_queues": "prices"},
             {"name": "Sink", "location": "tests.engine.workers", "class": "Slow", "params": {"delay": 0.0},
              "input_queue": "prices"},
