@@ -104,6 +104,27 @@ def _stage(report: dict[str, Any], name: str) -> dict[str, Any]:
     return next(s for s in report["stages"] if s["name"] == name)
 
 
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_an_interrupt_while_the_modules_load_is_one_line_and_exit_130(tmp_path, signum):
+    # -X importtime reports each module as it finishes loading: once one of SQLAlchemy's has, main.py is
+    # inside `from cli.app import main`, the window where a Ctrl+C used to print a traceback.
+    process = subprocess.Popen(
+        [sys.executable, "-X", "importtime", str(MAIN), "--pipeline", str(_slow_pipeline(tmp_path))],
+        cwd=tmp_path, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    assert process.stderr is not None
+    for line in process.stderr:
+        if line.startswith("import time:") and line.rsplit("|", 1)[-1].strip().startswith("sqlalchemy"):
+            process.send_signal(signum)
+            break
+    out, err = process.communicate(timeout=30)
+    assert process.returncode == 130, err
+    messages = [line for line in err.splitlines() if not line.startswith("import time:")]
+    assert messages == ["interrupted"]
+    assert not (tmp_path / "runs").exists()
+
+
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_one_interrupt_starts_no_new_item_and_the_sink_stores_what_was_done(tmp_path, signum):
