@@ -58,12 +58,13 @@ def parse_day(value: Any, name: str, *, allow_latest: bool = True) -> Day:
 class _Flight:
     """One lookup in progress: its followers wait for ``done``; ``value`` is set if it succeeded."""
 
-    __slots__ = ("done", "ok", "value")
+    __slots__ = ("done", "ok", "value", "error")
 
     def __init__(self) -> None:
         self.done = threading.Event()
         self.ok = False
         self.value: Any = None
+        self.error: BaseException | None = None
 
 
 class _SharedLookups:
@@ -74,8 +75,10 @@ class _SharedLookups:
     first asker (the leader) sends the request; those who ask while it is in
     flight wait for its answer instead. Nothing is kept once it is answered (no
     stale answers): a later asker sends its own request. A follower whose
-    leader failed, or took longer than the follower's own ``total_timeout``,
-    asks for itself, so it sees its own error.
+    leader failed asks for itself, so it sees its own error; but when the
+    leader ran out of time, or the follower's own ``total_timeout`` went on
+    waiting, it raises a timeout at once, so no thread waits more than one
+    ``total_timeout`` for these lookups.
     """
 
     def __init__(self) -> None:
@@ -91,13 +94,22 @@ class _SharedLookups:
                 flight = self._flights[url] = _Flight()
         assert flight is not None
         if not leader:
-            if flight.done.wait(timeout) and flight.ok:
+            if not flight.done.wait(timeout):
+                # The follower's whole budget went on waiting: a request of its own now would double it.
+                raise requests.Timeout(f"GET {url}: no answer within {timeout:g}s (asked by another thread)")
+            if flight.ok:
                 return flight.value  # type: ignore[no-any-return]
+            if isinstance(flight.error, requests.Timeout):
+                # The server did not answer in time: asking again would only wait as long once more.
+                raise flight.error
             return fetch()
         try:
             flight.value = fetch()
             flight.ok = True
             return flight.value  # type: ignore[no-any-return]
+        except BaseException as exc:
+            flight.error = exc
+            raise
         finally:
             with self._lock:
                 del self._flights[url]

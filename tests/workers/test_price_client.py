@@ -96,3 +96,34 @@ def test_when_the_shared_request_fails_the_others_ask_for_themselves(held):
     failed = [r for r in results if isinstance(r, Exception)]
     assert len(failed) == 1 and isinstance(failed[0], requests.HTTPError)
     assert results.count(["bitstamp", "kraken"]) == THREADS - 1
+
+
+def test_against_a_silent_server_no_thread_waits_more_than_one_total_timeout(held):
+    # The server holds /exchanges for 10 s. The leader gives up after its total_timeout; a follower
+    # must not then send a request of its own and wait as long again (2 x total_timeout in all).
+    server = held(lambda n: 200)
+    total_timeout = 1.0
+    clients = [PriceServerClient(server.url, {"retries": 0, "total_timeout": total_timeout}) for _ in range(THREADS)]
+    outcomes: list[Any] = [None] * THREADS
+    asking = threading.Barrier(THREADS)
+
+    def one(i: int) -> None:
+        asking.wait()
+        started = time.monotonic()
+        try:
+            clients[i].exchanges()
+            outcomes[i] = ("answered", time.monotonic() - started)
+        except Exception as exc:
+            outcomes[i] = (exc, time.monotonic() - started)
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(THREADS)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+    for client in clients:
+        client.close()
+    assert all(isinstance(error, requests.Timeout) for error, _ in outcomes)
+    assert server.hits["/exchanges"] == 1, "the followers did not send requests of their own"
+    # Each waited one total_timeout (plus scheduling); asking again after the leader's timeout took two.
+    assert max(seconds for _, seconds in outcomes) < 1.7 * total_timeout
