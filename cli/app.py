@@ -97,8 +97,17 @@ def _terminate_as_interrupt() -> Any:
     return signal.signal(signal.SIGTERM, interrupt)
 
 
+# Subcommands, by their first argument: each module has add_arguments(parser) and run(args) -> exit code.
+_SUBCOMMANDS = {
+    "dashboard": ("cli.dashboard", "the web dashboard alone, over a run directory and the stored prices"),
+}
+
+
 def _main(argv: list[str] | None) -> int:
     load_dotenv(REPO_ROOT / ".env.local", override=False)
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] in _SUBCOMMANDS:
+        return _subcommand(argv[0], argv[1:])
     args = _parse_args(argv)
     console = Console(stderr=True)
     live = args.progress and console.is_terminal
@@ -120,11 +129,33 @@ def _main(argv: list[str] | None) -> int:
         return EXIT_STAGE_DIED
 
 
+def _subcommand(name: str, argv: list[str]) -> int:
+    """``python main.py NAME ...``: parse the subcommand's own options and run it (one line on any error)."""
+    import importlib
+
+    module_name, description = _SUBCOMMANDS[name]
+    module = importlib.import_module(module_name)
+    parser = argparse.ArgumentParser(prog=f"python main.py {name}", description=description)
+    module.add_arguments(parser)
+    args = parser.parse_args(argv)
+    _configure_logging(getattr(args, "log_level", "INFO"), None)
+    try:
+        return module.run(args)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except Exception as exc:  # a bug, not something the user did: one line, details at debug level
+        log.debug("unexpected error", exc_info=True)
+        print(f"error: {describe(exc)} (run with --log-level DEBUG for details)", file=sys.stderr)
+        return EXIT_STAGE_DIED
+
+
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python main.py",
         description="Run a threaded scraping pipeline described in a YAML file.",
-        epilog=_EPILOG,
+        epilog=_EPILOG + "\nsubcommands (python main.py NAME -h for their options):\n" + "".join(
+            f"  {name:<19} {description}\n" for name, (_, description) in _SUBCOMMANDS.items()),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--pipeline", metavar="PATH", help="pipeline file (default: $PIPELINE_LOCATION)")
