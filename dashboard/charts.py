@@ -111,13 +111,13 @@ def _axes(chart: Chart, x_scale: _Scale, y_scale: _Scale, top: float) -> list[st
     for y in y_scale.ticks(5):
         py = y_scale(y)
         out.append(f'<line class="grid" x1="{_LEFT}" x2="{right}" y1="{py:.1f}" y2="{py:.1f}"/>'
-                   f'<text class="tick" x="{_LEFT - 6}" y="{py + 4:.1f}" text-anchor="end">'
+                   f'<text class="tick tick-y" x="{_LEFT - 6}" y="{py + 4:.1f}" text-anchor="end">'
                    f'{escape(chart.y_format(y))}</text>')
     for x in x_scale.ticks(6):
         px = x_scale(x)
         # A label at either end is anchored inside the chart, so the edge never cuts it.
         anchor = "end" if px > right - 40 else "start" if px < _LEFT + 40 else "middle"
-        out.append(f'<text class="tick" x="{px:.1f}" y="{bottom + 18}" text-anchor="{anchor}">'
+        out.append(f'<text class="tick tick-x" x="{px:.1f}" y="{bottom + 18}" text-anchor="{anchor}">'
                    f'{escape(chart.x_format(x))}</text>')
     if chart.y_label:
         out.append(f'<text class="axis-label" transform="translate(12 {(bottom + top) / 2}) rotate(-90)" '

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import socket
 import threading
 from types import TracebackType
 
@@ -29,14 +30,20 @@ class DashboardServer:
     """
 
     def __init__(self, app: flask.Flask, host: str = "127.0.0.1", port: int = 0) -> None:
+        # Bound here, not by werkzeug: on failure it prints and calls sys.exit().
         try:
-            self._server: BaseWSGIServer = make_server(host, port, app, threaded=True)
-        except OSError as exc:
-            reason = "the port is in use" if exc.errno == errno.EADDRINUSE else (exc.strerror or str(exc))
+            sock = socket.create_server((host, port), family=socket.AF_INET6 if ":" in host else socket.AF_INET)
+        except (OSError, OverflowError) as exc:
+            reason = "the port is in use" if getattr(exc, "errno", None) == errno.EADDRINUSE else \
+                str(getattr(exc, "strerror", None) or exc).split(" (while attempting")[0]
             raise DashboardError(f"the dashboard cannot listen on {_netloc(host, port)}: {reason}") from None
+        try:
+            self._server: BaseWSGIServer = make_server(host, port, app, threaded=True, fd=sock.fileno())
+        finally:
+            sock.close()  # werkzeug works on a duplicate of the descriptor
         self._server.daemon_threads = True  # a browser's open keep-alive connection must not hold up stop()
         self.host = host
-        self.port = self._server.server_port
+        self.port = self._server.port
         self.url = f"http://{_netloc(host, self.port)}/"
         self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.2},
                                         name="dashboard", daemon=True)

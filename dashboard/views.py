@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import math
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -79,7 +80,8 @@ def now(snapshot: dict[str, Any] | None, run_dir: Path) -> Now:
     active = _run_in_progress(runs)
     if active is not None:
         samples = read_timeline(active.path)
-        stages = [_stage_from_sample(name, figures) for name, figures in samples[-1]["stages"].items()] if samples else []
+        newest = samples[-1]["stages"] if samples else {}
+        stages = [_stage_from_sample(name, figures) for name, figures in newest.items() if isinstance(figures, dict)]
         return Now("running", "run directory", active.name, active.pipeline,
                    active.started.isoformat() if active.started else None, None, stages, last)
     state = snapshot.get("state", "stopped") if snapshot is not None else "idle"
@@ -119,17 +121,20 @@ def _stage_from_status(status: dict[str, Any]) -> StageNow:
 
 
 def _stage_from_sample(name: str, figures: dict[str, Any]) -> StageNow:
+    def count(key: str) -> int:
+        return int(_figure(figures, key))
+
     return StageNow(
         name=name,
-        threads=str(figures.get("threads", 0)),
-        has_queue=bool(figures.get("queue_maxsize") or figures.get("queue_depth")),
-        queue_depth=int(figures.get("queue_depth", 0)),
-        queue_maxsize=int(figures.get("queue_maxsize", 0)),
-        done=int(figures.get("done", 0)),
+        threads=str(count("threads")),
+        has_queue=bool(count("queue_maxsize") or count("queue_depth")),
+        queue_depth=count("queue_depth"),
+        queue_maxsize=count("queue_maxsize"),
+        done=count("done"),
         expected=None,
-        rate=float(figures.get("rate", 0.0)),
-        failed=int(figures.get("failed", 0)),
-        retries=int(figures.get("retries", 0)),
+        rate=_figure(figures, "rate"),
+        failed=count("failed"),
+        retries=count("retries"),
         state="running",
     )
 
@@ -156,22 +161,30 @@ def timeline(samples: list[dict[str, Any]]) -> list[StageTimeline]:
     stages = []
     for name in names:
         points = [(float(s["t"]), s["stages"][name]) for s in samples if isinstance(s["stages"].get(name), dict)]
-        depth = [(t, float(f.get("queue_depth", 0))) for t, f in points]
-        maxsize = max((int(f.get("queue_maxsize", 0)) for _, f in points), default=0)
+        depth = [(t, _figure(f, "queue_depth")) for t, f in points]
+        maxsize = int(max((_figure(f, "queue_maxsize") for _, f in points), default=0))
         full = sum(1 for _, d in depth if maxsize and d >= FULL_SHARE * maxsize)
-        done = [(t, float(f.get("done", 0))) for t, f in points]
+        done = [(t, _figure(f, "done")) for t, f in points]
         span = done[-1][0] - done[0][0] if len(done) > 1 else 0.0
         stages.append(StageTimeline(
             name=name,
             throughput=_throughput(done),
             queue_depth=depth,
-            threads=[(t, float(f.get("threads", 0))) for t, f in points],
+            threads=[(t, _figure(f, "threads")) for t, f in points],
             queue_maxsize=maxsize,
             full_share=full / len(points) if points else 0.0,
             peak_depth=int(max((d for _, d in depth), default=0)),
             mean_throughput=(done[-1][1] - done[0][1]) / span if span > 0 else 0.0,
         ))
     return stages
+
+
+def _figure(figures: dict[str, Any], key: str) -> float:
+    """A number of a timeline sample; 0 for one that is missing or not a finite number (a damaged file)."""
+    value = figures.get(key)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return 0.0
+    return float(value)
 
 
 def _throughput(done: list[tuple[float, float]]) -> list[tuple[float, float]]:

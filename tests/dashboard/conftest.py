@@ -99,6 +99,7 @@ def run_pipeline(path: Path, run_dir: Path, live: LiveRun | None = None,
 class History:
     run_dir: Path
     store: PriceStore
+    pipeline: Path  # the clean run's pipeline file (its writer's database_url is the store)
     clean: RunReport  # the run that stored every price
     faulty: RunReport  # the run against a failing server: it left failed items
 
@@ -109,12 +110,13 @@ def history(tmp_path_factory: pytest.TempPathFactory) -> Iterator[History]:
     database = tmp_path / "prices.db"
     run_dir = tmp_path / "runs"
     with crypto_server.serve_in_background(port=0, seed=2020, sleep=0.02) as server:
-        clean = run_pipeline(history_pipeline(tmp_path, server.url, database), run_dir)
+        pipeline = history_pipeline(tmp_path, server.url, database)
+        clean = run_pipeline(pipeline, run_dir)
         # Errors begin once the run has started (its start-up checks would refuse a failing server).
         faulty = run_pipeline(history_pipeline(tmp_path, server.url, database, name="faulty", retries=0), run_dir,
                               on_status=lambda statuses: server.set_faults(error_rate=0.3))
     assert clean.exit_code == 0 and faulty.dead_letters > 0, (clean.exit_code, faulty.dead_letters)
-    yield History(run_dir, PriceStore(f"sqlite:///{database}"), clean, faulty)
+    yield History(run_dir, PriceStore(f"sqlite:///{database}"), pipeline, clean, faulty)
 
 
 @pytest.fixture
