@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib
 import json
 import logging
 import os
@@ -97,17 +98,30 @@ def _terminate_as_interrupt() -> Any:
     return signal.signal(signal.SIGTERM, interrupt)
 
 
+# Subcommands: ``python main.py NAME ...`` runs module cli.NAME (its add_arguments() and run()).
+SUBCOMMANDS = {
+    "export": "write the stored prices as csv, jsonl or parquet",
+    "db": "where the pipeline stores prices, and what it holds",
+}
+
+
 def _main(argv: list[str] | None) -> int:
     load_dotenv(REPO_ROOT / ".env.local", override=False)
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] in SUBCOMMANDS:
+        return _subcommand(argv[0], argv[1:])
     args = _parse_args(argv)
     console = Console(stderr=True)
     live = args.progress and console.is_terminal
     _configure_logging(args.log_level, console if live else None)
     try:
         if args.show_db:
-            return _show_db()
+            from cli.db import show
+
+            _quiet()  # the summary is the output, as with python main.py db
+            return show(args.pipeline)
         if args.psql:
-            return _psql()
+            return _psql(args.pipeline)
         if args.check:
             return _check(args.pipeline)
         return _run(args, console, live)
@@ -120,11 +134,30 @@ def _main(argv: list[str] | None) -> int:
         return EXIT_STAGE_DIED
 
 
+def _subcommand(name: str, argv: list[str]) -> int:
+    """Run ``python main.py NAME ...``: logging at WARNING, errors as one line, Ctrl+C as 130."""
+    module = importlib.import_module(f"cli.{name}")
+    parser = argparse.ArgumentParser(prog=f"python main.py {name}", description=SUBCOMMANDS[name])
+    module.add_arguments(parser)
+    args = parser.parse_args(argv)
+    _configure_logging("WARNING", None)  # the command's output is the report; only problems are logged
+    try:
+        return module.run(args)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except Exception as exc:  # a bug, not something the user did: one line
+        log.debug("unexpected error", exc_info=True)
+        print(f"error: {describe(exc)}", file=sys.stderr)
+        return EXIT_STAGE_DIED
+
+
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python main.py",
         description="Run a threaded scraping pipeline described in a YAML file.",
-        epilog=_EPILOG,
+        epilog="commands (python main.py COMMAND -h for their options):\n"
+               + "".join(f"  {name:<18}{what}\n" for name, what in SUBCOMMANDS.items()) + "\n" + _EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--pipeline", metavar="PATH", help="pipeline file (default: $PIPELINE_LOCATION)")
@@ -150,9 +183,10 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="a new run of the pipeline fed only with the failed, lost and interrupted items "
                              "of a dead-letter file (runs/<id>/failed_items.jsonl), each into the stage it was bound for")
     parser.add_argument("--show-db", action="store_true",
-                        help="say where the database is, how to open it with psql, and how many rows it holds")
+                        help="say where the pipeline's writer stores prices, how to open that database, and what "
+                             "it holds (the same as: python main.py db)")
     parser.add_argument("--psql", action="store_true",
-                        help="open the database in psql (keeps the embedded PostgreSQL running meanwhile)")
+                        help="open the pipeline's database in psql (keeps the embedded PostgreSQL running meanwhile)")
     parser.add_argument("--check", action="store_true",
                         help="check the pipeline as a run would before it starts (the file, the workers' params, "
                              "the price server and the database answer), print one line and exit 0 or 2; "
@@ -193,15 +227,17 @@ def _configure_logging(level: str, console: Console | None) -> None:
         logging.getLogger("urllib3.connectionpool").setLevel(logging.ERROR)
 
 
+def _quiet() -> None:
+    """Log warnings and errors only (unless --log-level DEBUG asked for more): for commands whose output is a report."""
+    root = logging.getLogger()
+    if root.level != logging.DEBUG:
+        root.setLevel(max(logging.WARNING, root.level))
+
+
 def _pipeline_path(option: str | None) -> Path:
-    value = option or os.environ.get("PIPELINE_LOCATION")
-    if not value:
-        raise PipelineConfigError("no pipeline given: pass --pipeline PATH or set PIPELINE_LOCATION in .env.local")
-    path = Path(value)
-    # .env.local names paths from the repository root; let that work from any directory.
-    if not path.is_absolute() and not path.exists() and (REPO_ROOT / path).exists():
-        path = REPO_ROOT / path
-    return path
+    from store.target import pipeline_path
+
+    return pipeline_path(option)
 
 
 def _run(args: argparse.Namespace, console: Console, live: bool) -> int:
@@ -403,25 +439,14 @@ class _InterruptHandler:
             self._busy = False
 
 
-def _show_db() -> int:
-    from workers.database import DatabaseUnavailable, describe_database, resolve_database_url
+def _psql(pipeline: str | None) -> int:
+    from store.target import default_store
+    from workers.database import DatabaseUnavailable, psql_args
 
     try:
-        for line in describe_database(resolve_database_url()):
-            print(line)
-    except DatabaseUnavailable as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_CONFIG
-    return 0
-
-
-def _psql() -> int:
-    from workers.database import DatabaseUnavailable, psql_args, resolve_database_url
-
-    try:
-        url = resolve_database_url()
+        url = default_store(pipeline).url  # the database the pipeline's writer writes to
         args = psql_args(url)
-    except (DatabaseUnavailable, ValueError) as exc:
+    except (PipelineConfigError, DatabaseUnavailable, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     env = dict(os.environ)
