@@ -8,6 +8,7 @@ import importlib
 import json
 import logging
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -335,7 +336,9 @@ def _run_pipeline(
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
-    Console().print(render_summary(report, path.stem))
+    # The rows went to this pipeline's store: the hint must name the pipeline unless it is the default one.
+    show_db = "python main.py --show-db" + (f" --pipeline {shlex.quote(str(path))}" if args.pipeline else "")
+    Console().print(render_summary(report, path.stem, show_db))
     assert executor.run_path is not None
     _write_report(executor.run_path / "report.json", report)
     if report.interrupted and report.dead_letters:

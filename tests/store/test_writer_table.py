@@ -30,8 +30,10 @@ def test_two_pipelines_with_their_own_tables_never_overwrite_each_other(
         pipeline = price_pipeline(tmp_path / f"{store.table}.yaml", items=ITEMS, rate=rate, name=store.table,
                                   writer_params={"database_url": store.url, "table": store.table})
         result = main_py("--pipeline", str(pipeline), "--no-progress", "--run-dir", str(tmp_path / "runs"),
-                         cwd=tmp_path)
+                         cwd=tmp_path, env={"COLUMNS": "500"})
         assert result.returncode == 0, result.stderr
+        # The summary's hint names this pipeline, whose store is not the default pipeline's.
+        assert f"rows written: 60 (look at them: python main.py --show-db --pipeline {pipeline})" in result.stdout
     usd_rows, eur_rows = list(iter_prices(usd)), list(iter_prices(eur))
     assert len(usd_rows) == len(eur_rows) == 60
     assert [r.close for r in usd_rows] == [100.0 + day for _ in ITEMS for day in range(30)]
