@@ -21,7 +21,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from store.schema import as_utc, price_table
 from store.target import PriceStore
-from workers.database import DatabaseUnavailable, first_line
+from workers.database import DatabaseUnavailable, first_line, mask_url
 from workers.postgres_connection import DatabaseTimeout, DatabaseTimeouts, bounded, engine_for
 
 CONNECT_TIMEOUT = 5.0  # seconds to open a connection
@@ -179,10 +179,14 @@ def _engine(store: PriceStore) -> Engine:
 def _connection(store: PriceStore) -> Iterator[Connection]:
     """A connection to ``store``'s database; any database error leaving the block becomes DatabaseUnavailable."""
     try:
-        with _engine(store).connect() as conn:
+        conn = _engine(store).connect()
+    except (SQLAlchemyError, DatabaseTimeout) as exc:
+        raise DatabaseUnavailable(f"cannot reach {mask_url(store.url)}: {first_line(exc)}") from exc
+    try:
+        with conn:
             yield conn
     except (SQLAlchemyError, DatabaseTimeout) as exc:
-        raise DatabaseUnavailable(f"cannot read {store}: {first_line(exc)}") from exc
+        raise DatabaseUnavailable(f"cannot read table {store.table} of {mask_url(store.url)}: {first_line(exc)}") from exc
 
 
 @contextmanager
@@ -236,10 +240,9 @@ def _traded(row: PriceRow) -> float:
 
 
 def _price_row(row) -> PriceRow:  # type: ignore[no-untyped-def]
-    values = dict(row._mapping)
-    values["price_date"] = _date(values["price_date"])
-    values["extracted_time"] = as_utc(values["extracted_time"])
-    return PriceRow(**values)
+    """A PriceRow from a row of the _ROW_COLUMNS, by position (the export's hot path)."""
+    symbol, exchange, day, open_, high, low, close, volume, extracted = row
+    return PriceRow(symbol, exchange, _date(day), open_, high, low, close, volume, as_utc(extracted))
 
 
 def _date(value: dt.date | dt.datetime | str | None) -> dt.date | None:
