@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import importlib
-import importlib.util
 import json
 import logging
 import os
@@ -16,7 +15,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from types import FrameType, ModuleType
+from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 from dotenv import load_dotenv
@@ -103,21 +102,23 @@ def _terminate_as_interrupt() -> Any:
     return signal.signal(signal.SIGTERM, interrupt)
 
 
-# `python main.py NAME ...` runs the subcommand in cli/NAME.py: add_arguments(parser), run(args) -> exit code.
-_SUBCOMMANDS = ("export", "db", "runs", "serve", "dashboard")
+# Subcommands, by their first argument: each module has add_arguments(parser) and run(args) -> exit code.
+_SUBCOMMANDS = {
+    "serve": ("cli.serve", "run the pipeline on a schedule (--every), with /metrics and the dashboard"),
+    "runs": ("cli.runs", "list the past runs: when, pipeline, outcome, counts, duration, dead letters"),
+}
 
 
 def _main(argv: list[str] | None) -> int:
     load_dotenv(REPO_ROOT / ".env.local", override=False)
     argv = sys.argv[1:] if argv is None else argv
-    command = _subcommand(argv)
-    args = _parse_args(argv) if command is None else _parse_subcommand(command, argv[1:])
+    if argv and argv[0] in _SUBCOMMANDS:
+        return _subcommand(argv[0], argv[1:])
+    args = _parse_args(argv)
     console = Console(stderr=True)
-    live = getattr(args, "progress", False) and console.is_terminal
-    _configure_logging(getattr(args, "log_level", "INFO"), console if live else None)
+    live = args.progress and console.is_terminal
+    _configure_logging(args.log_level, console if live else None)
     try:
-        if command is not None:
-            return command.run(args)
         if args.every is not None:
             return serve.run(args)
         if args.show_db:
@@ -136,26 +137,31 @@ def _main(argv: list[str] | None) -> int:
         return EXIT_STAGE_DIED
 
 
-def _subcommand(argv: list[str]) -> ModuleType | None:
-    """The module of the subcommand ``argv`` starts with, or None (a run, with the flat options)."""
-    if not argv or argv[0] not in _SUBCOMMANDS or importlib.util.find_spec(f"cli.{argv[0]}") is None:
-        return None
-    return importlib.import_module(f"cli.{argv[0]}")
-
-
-def _parse_subcommand(command: ModuleType, argv: list[str]) -> argparse.Namespace:
-    name = command.__name__.rpartition(".")[2]
-    parser = argparse.ArgumentParser(prog=f"python main.py {name}", description=(command.__doc__ or "").split("\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    command.add_arguments(parser)
-    return parser.parse_args(argv)
+def _subcommand(name: str, argv: list[str]) -> int:
+    """``python main.py NAME ...``: parse the subcommand's own options and run it (one line on any error)."""
+    module_name, description = _SUBCOMMANDS[name]
+    module = importlib.import_module(module_name)
+    parser = argparse.ArgumentParser(prog=f"python main.py {name}", description=description)
+    module.add_arguments(parser)
+    args = parser.parse_args(argv)
+    _configure_logging(getattr(args, "log_level", "INFO"), None)
+    try:
+        return module.run(args)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except Exception as exc:  # a bug, not something the user did: one line, details at debug level
+        log.debug("unexpected error", exc_info=True)
+        print(f"error: {describe(exc)} (run with --log-level DEBUG for details)", file=sys.stderr)
+        return EXIT_STAGE_DIED
 
 
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python main.py",
         description="Run a threaded scraping pipeline described in a YAML file.",
-        epilog=_EPILOG,
+        epilog=_EPILOG + "\nsubcommands (python main.py NAME -h for their options):\n" + "".join(
+            f"  {name:<19} {description}\n" for name, (_, description) in _SUBCOMMANDS.items()),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_run_arguments(parser)
@@ -276,7 +282,7 @@ def _run(args: argparse.Namespace, console: Console, live: bool) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     try:
-        return _run_pipeline(args, console, live, path, _env_for(server), replay)
+        return _run_pipeline(args, console, live, path, run_env(server), replay)
     finally:
         if server is not None:
             server.stop()
@@ -294,7 +300,7 @@ def open_pipeline(option: str | None) -> tuple[Path, PipelineConfig, ServerProce
     return path, config, _price_server_for(path)
 
 
-def _env_for(server: ServerProcess | None) -> dict[str, str] | None:
+def run_env(server: ServerProcess | None) -> dict[str, str] | None:
     """The environment a run's ``${VAR}`` values come from: this process's, with the private price server's URL."""
     return None if server is None else {**os.environ, "PRICE_SERVER_URL": server.url}
 

@@ -34,9 +34,6 @@ from service.schedule import Scheduler, describe_seconds, parse_every
 
 log = logging.getLogger("serve")
 
-DEFAULT_DASHBOARD_PORT = 8050
-
-
 def add_service_arguments(parser: argparse.ArgumentParser, *, every_required: bool = False) -> None:
     """The service's own options: ``--every`` and the dashboard's."""
     parser.add_argument("--every", type=_every, metavar="DURATION", required=every_required,
@@ -45,7 +42,7 @@ def add_service_arguments(parser: argparse.ArgumentParser, *, every_required: bo
     parser.add_argument("--dashboard-host", default="127.0.0.1", metavar="HOST",
                         help="the address the service's dashboard listens on (default 127.0.0.1: this machine only)")
     parser.add_argument("--dashboard-port", type=int, metavar="PORT",
-                        help=f"the dashboard's port (default {DEFAULT_DASHBOARD_PORT}, or a free one if that is taken)")
+                        help="the dashboard's port (default 8050, or a free one if that is taken; 0: a free one)")
     parser.add_argument("--no-dashboard", dest="dashboard", action="store_false",
                         help="serve no dashboard")
 
@@ -80,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_CONFIG
     metrics = dashboard = None
     try:
-        env = app._env_for(server)
+        env = app.run_env(server)
         if args.metrics_port is not None:
             metrics = MetricsServer(args.metrics_host, args.metrics_port)
             metrics.start()
@@ -89,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
         if args.dashboard:
             dashboard = _start_dashboard(args, path, env, live)
         return _Service(args, path, config.name, env, live, metrics).serve()
-    except (MetricsError, _DashboardUnavailable) as exc:
+    except (MetricsError, *_dashboard_errors()) as exc:  # a port taken: one line
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     finally:
@@ -201,30 +198,17 @@ def record_not_started(run_dir: Path, name: str, path: Path, reason: str) -> Pat
     return run_path
 
 
-class _DashboardUnavailable(Exception):
-    """The dashboard cannot listen where it was asked to (one line)."""
-
-
 def _start_dashboard(args: argparse.Namespace, path: Path, env: dict[str, str] | None, live: LiveRun) -> Any:
-    """The dashboard (Part of the ``dashboard`` package, if installed), started; its URL is printed."""
+    """The dashboard (the ``dashboard`` package, if installed), started, its URL printed; None without it.
+
+    Raises the package's ``DashboardError`` (one line) when it cannot listen where it was asked to.
+    """
     if importlib.util.find_spec("dashboard") is None:
         log.info("no dashboard: the dashboard package is not installed")
         return None
     dashboard = importlib.import_module("dashboard")
     app = dashboard.create_app(run_dir=Path(args.run_dir), store=_store_of(path, env), live=live)
-    error = getattr(dashboard, "DashboardError", OSError)
-    port = args.dashboard_port
-    try:
-        server = dashboard.DashboardServer(app, args.dashboard_host, DEFAULT_DASHBOARD_PORT if port is None else port)
-    except error as exc:
-        if port is not None:
-            raise _DashboardUnavailable(str(exc)) from None
-        log.info("port %d is taken; the dashboard uses a free port", DEFAULT_DASHBOARD_PORT)
-        try:
-            server = dashboard.DashboardServer(app, args.dashboard_host, 0)
-        except error as again:
-            raise _DashboardUnavailable(str(again)) from None
-    server.start()
+    server = dashboard.start_dashboard(app, args.dashboard_host, args.dashboard_port)
     print(f"dashboard at {server.url}", file=sys.stderr, flush=True)
     return server
 
@@ -245,6 +229,11 @@ def _store_of(path: Path, env: dict[str, str] | None) -> Callable[[], Any]:
         return store_for_pipeline(config)
 
     return store
+
+
+def _dashboard_errors() -> tuple[type[Exception], ...]:
+    """The dashboard package's error for "cannot listen there", if the package is installed."""
+    return (importlib.import_module("dashboard").DashboardError,) if importlib.util.find_spec("dashboard") else ()
 
 
 def _netloc(host: str, port: int) -> str:
