@@ -14,10 +14,11 @@ W = "tests.engine.workers"
 
 
 def write_pipeline(path: Path, name: str = "svc", items: int = 20, delay: float = 0.01, fail_every: int = 0,
-                   interval: float = 0.05) -> Path:
+                   interval: float = 0.05, store_key: str = "") -> Path:
     """A three-stage pipeline: a source of ``items`` numbers, a slow middle stage, a sink.
 
-    ``fail_every`` > 0 fails every n-th item in the middle stage.
+    ``fail_every`` > 0 fails every n-th item in the middle stage. ``store_key`` is the sink's
+    ``key`` param (``"${PRICE_SERVER_URL}"`` makes the pipeline one that needs a price server).
     """
     middle: dict[str, Any] = (
         {"class": "FailSome", "params": {"every": fail_every}} if fail_every
@@ -32,7 +33,8 @@ def write_pipeline(path: Path, name: str = "svc", items: int = 20, delay: float 
              "output_queues": "numbers"},
             {"name": "Work", "location": W, "instances": 2, "input_queue": "numbers", "output_queues": "passed",
              **middle},
-            {"name": "Store", "location": W, "class": "Slow", "params": {"delay": delay}, "input_queue": "passed"},
+            {"name": "Store", "location": W, "class": "Slow", "params": {"delay": delay, "key": store_key},
+             "input_queue": "passed"},
         ],
     }
     path.write_text(yaml.safe_dump(document, sort_keys=False))
