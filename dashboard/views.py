@@ -35,7 +35,6 @@ class StageNow:
 
     name: str
     threads: str  # "alive/instances", or "alive" when only that is known
-    has_queue: bool  # False for a source stage, which reads no queue
     queue_depth: int
     queue_maxsize: int  # 0: unbounded
     done: int
@@ -108,7 +107,6 @@ def _stage_from_status(status: dict[str, Any]) -> StageNow:
     return StageNow(
         name=str(status.get("name", "?")),
         threads=f"{status.get('alive', 0)}/{status.get('pool_size') or status.get('instances', 0)}",
-        has_queue=bool(status.get("queue_name")),
         queue_depth=int(status.get("queue_depth", 0)),
         queue_maxsize=int(status.get("queue_maxsize", 0)),
         done=int(status.get("done", 0)),
@@ -127,7 +125,6 @@ def _stage_from_sample(name: str, figures: dict[str, Any]) -> StageNow:
     return StageNow(
         name=name,
         threads=str(count("threads")),
-        has_queue=bool(count("queue_maxsize") or count("queue_depth")),
         queue_depth=count("queue_depth"),
         queue_maxsize=count("queue_maxsize"),
         done=count("done"),

@@ -3,6 +3,9 @@ real run, the prices table filters, the chart draws the scraped prices. Each pag
 
 from __future__ import annotations
 
+import signal
+import subprocess
+import sys
 import threading
 import time
 from urllib.parse import parse_qs, urlparse
@@ -13,6 +16,7 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.pool import NullPool
 
 from service.live import LiveRun
+from tests.cli.test_app import MAIN, _env
 from tests.dashboard.conftest import DAYS, EXCHANGES, SYMBOLS, history_pipeline, run_pipeline, screenshot, wait_for
 
 pytestmark = pytest.mark.timeout(120)
@@ -22,6 +26,21 @@ def _css(driver, selector: str) -> list:
     from selenium.webdriver.common.by import By
 
     return driver.find_elements(By.CSS_SELECTOR, selector)
+
+
+def _live(driver, selector: str, attribute: str | None = None) -> str | None:
+    """An element's text (or attribute) read in one step: the live view swaps its elements every second,
+    so a found element can be gone by the time it is read."""
+    return driver.execute_script(
+        "const e = document.querySelector(arguments[0]);"
+        "return e === null ? null : arguments[1] ? e.getAttribute(arguments[1]) : e.textContent;",
+        selector, attribute)
+
+
+def _done(driver, stage: str) -> int | None:
+    """The live view's done count of ``stage`` (None while the stage is not shown)."""
+    text = _live(driver, f"tr[data-stage={stage}] td.done")
+    return int(text.split("/")[0].replace(",", "")) if text else None
 
 
 def _visible_rows(driver, table: str) -> list[list[str]]:
@@ -108,12 +127,8 @@ def test_the_live_view_follows_a_real_run_without_reloading(serve, browser, tmp_
         run = threading.Thread(target=run_pipeline, args=(pipeline, tmp_path / "runs", live))
         run.start()
         try:
-            def price_worker_done() -> int | None:
-                cells = _css(browser, "tr[data-stage=PriceWorker] td.done")
-                return int(cells[0].text.split("/")[0].replace(",", "")) if cells else None
-
             while run.is_alive():
-                done = price_worker_done()
+                done = _done(browser, "PriceWorker")
                 if done is not None and (not seen or done != seen[-1]):
                     seen.append(done)
                 if len(seen) == 3:
@@ -124,10 +139,8 @@ def test_the_live_view_follows_a_real_run_without_reloading(serve, browser, tmp_
     assert len(seen) >= 3, seen  # the figures moved at least twice while the run went on
     assert seen == sorted(seen), seen
     assert browser.execute_script("return window.notReloaded") is True  # updated in place, not reloaded
-    wait_for(lambda: _css(browser, "#live-state")[0].get_attribute("data-state") == "waiting",
-             what="the state after the run")
-    wait_for(lambda: _css(browser, "#last-run"), what="the last run")
-    assert "done" in _css(browser, "#last-run")[0].text
+    wait_for(lambda: _live(browser, "#live-state", "data-state") == "waiting", what="the state after the run")
+    wait_for(lambda: "done" in (_live(browser, "#last-run") or ""), what="the last run")
 
 
 def test_the_prices_table_filters_as_you_type_and_on_search(history, serve, browser):
@@ -186,3 +199,41 @@ def test_the_chart_draws_each_stored_close_of_a_scraped_symbol(history, serve, b
     wait_for(lambda: "exchange=kraken" in browser.current_url, what="the exchange choice")
     assert {e.get_attribute("data-series") for e in _css(browser, "#price-chart polyline.series")} == {"kraken"}
     assert len(_css(browser, "#price-chart circle.point")) == len(stored["kraken"])
+
+
+def test_the_services_dashboard_follows_its_scheduled_run(browser, tmp_path):
+    """``python main.py serve``: the URL it prints shows the run in progress live, then the history."""
+    with crypto_server.serve_in_background(port=0, seed=2020, sleep=0.05) as prices:
+        pipeline = history_pipeline(tmp_path, prices.url, tmp_path / "prices.db", fetchers=2)
+        service = subprocess.Popen(
+            [sys.executable, str(MAIN), "serve", "--every", "1h", "--pipeline", str(pipeline), "--no-progress",
+             "--run-dir", str(tmp_path / "runs"), "--dashboard-port", "0"],
+            cwd=tmp_path, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
+        lines: list[str] = []
+        reader = threading.Thread(target=lambda: lines.extend(service.stderr), daemon=True)  # type: ignore[arg-type]
+        reader.start()
+        try:
+            url = wait_for(lambda: next((line.split("dashboard at ")[1].strip() for line in lines
+                                         if "dashboard at " in line), None), timeout=30, what="the dashboard's URL")
+            browser.get(url)
+            seen: list[int] = []
+            while _live(browser, "#live-state", "data-state") != "waiting" and len(seen) < 50:
+                done = _done(browser, "PriceWorker")
+                if done is not None and (not seen or done != seen[-1]):
+                    seen.append(done)
+                    if len(seen) == 2:
+                        screenshot(browser, "now-service")
+                time.sleep(0.2)
+            assert len(seen) >= 2 and seen == sorted(seen), seen
+            wait_for(lambda: _live(browser, "#live-state", "data-state") == "waiting",
+                     timeout=30, what="the service waiting for its next run")
+            assert "the next run of history starts at" in " ".join(_live(browser, "#live-state").split())
+            _css(browser, "#nav-runs")[0].click()
+            (run,) = _css(browser, "#runs tbody tr")
+            assert "done" in run.text
+        finally:
+            service.send_signal(signal.SIGINT)
+            service.wait(timeout=30)
+            reader.join(timeout=5)
+    assert service.returncode == 0, "".join(lines)
