@@ -117,25 +117,10 @@ _SUBCOMMANDS = {
 def _main(argv: list[str] | None) -> int:
     load_dotenv(REPO_ROOT / ".env.local", override=False)
     argv = sys.argv[1:] if argv is None else argv
-    if argv and argv[0] in _SUBCOMMANDS:
-        return _subcommand(argv[0], argv[1:])
-    args = _parse_args(argv)
-    console = Console(stderr=True)
-    live = args.progress and console.is_terminal
-    _configure_logging(args.log_level, console if live else None)
     try:
-        if args.every is not None:
-            return serve.run(args)
-        if args.show_db:
-            from cli.db import show
-
-            _quiet()  # the summary is the output, as with python main.py db
-            return show(args.pipeline)
-        if args.psql:
-            return _psql(args.pipeline)
-        if args.check:
-            return _check(args.pipeline)
-        return _run(args, console, live)
+        if argv and argv[0] in _SUBCOMMANDS:
+            return _subcommand(argv[0], argv[1:])
+        return _command(_parse_args(argv))
     except KeyboardInterrupt:  # before the pipeline started, or while it shut down
         print("interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
@@ -145,23 +130,34 @@ def _main(argv: list[str] | None) -> int:
         return EXIT_STAGE_DIED
 
 
+def _command(args: argparse.Namespace) -> int:
+    """``python main.py [options]``: a run, a schedule of runs, or one of the database options."""
+    console = Console(stderr=True)
+    live = args.progress and console.is_terminal
+    _configure_logging(args.log_level, console if live else None)
+    if args.every is not None:
+        return serve.run(args)
+    if args.show_db:
+        from cli.db import show
+
+        _quiet()  # the summary is the output, as with python main.py db
+        return show(args.pipeline)
+    if args.psql:
+        return _psql(args.pipeline)
+    if args.check:
+        return _check(args.pipeline)
+    return _run(args, console, live)
+
+
 def _subcommand(name: str, argv: list[str]) -> int:
-    """``python main.py NAME ...``: parse the subcommand's own options and run it (one line on any error)."""
+    """``python main.py NAME ...``: parse the subcommand's own options and run it."""
     module_name, description, log_level = _SUBCOMMANDS[name]
     module = importlib.import_module(module_name)
     parser = argparse.ArgumentParser(prog=f"python main.py {name}", description=description)
     module.add_arguments(parser)
     args = parser.parse_args(argv)
     _configure_logging(getattr(args, "log_level", log_level), None)
-    try:
-        return module.run(args)
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
-    except Exception as exc:  # a bug, not something the user did: one line, details at debug level
-        log.debug("unexpected error", exc_info=True)
-        print(f"error: {describe(exc)} (run with --log-level DEBUG for details)", file=sys.stderr)
-        return EXIT_STAGE_DIED
+    return module.run(args)
 
 
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:

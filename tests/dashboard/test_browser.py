@@ -8,6 +8,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from urllib.parse import parse_qs, urlparse
 
 import crypto_server
@@ -41,6 +42,21 @@ def _done(driver, stage: str) -> int | None:
     """The live view's done count of ``stage`` (None while the stage is not shown)."""
     text = _live(driver, f"tr[data-stage={stage}] td.done")
     return int(text.split("/")[0].replace(",", "")) if text else None
+
+
+def _watch_done(driver, running: Callable[[], bool], name: str, timeout: float = 60) -> list[int]:
+    """PriceWorker's done counts as the live view shows them while ``running()``, each new value once;
+    the page is screenshotted as ``name`` when the second one shows."""
+    seen: list[int] = []
+    deadline = time.monotonic() + timeout
+    while running() and time.monotonic() < deadline:
+        done = _done(driver, "PriceWorker")
+        if done is not None and (not seen or done != seen[-1]):
+            seen.append(done)
+            if len(seen) == 2:
+                screenshot(driver, name)
+        time.sleep(0.2)
+    return seen
 
 
 def _visible_rows(driver, table: str) -> list[list[str]]:
@@ -121,19 +137,12 @@ def test_the_live_view_follows_a_real_run_without_reloading(serve, browser, tmp_
     assert _css(browser, "#live-state")[0].get_attribute("data-state") == "waiting"
     browser.execute_script("window.notReloaded = true")
 
-    seen: list[int] = []
     with crypto_server.serve_in_background(port=0, seed=2020, sleep=0.05) as prices:
         pipeline = history_pipeline(tmp_path, prices.url, tmp_path / "prices.db", fetchers=2)
         run = threading.Thread(target=run_pipeline, args=(pipeline, tmp_path / "runs", live))
         run.start()
         try:
-            while run.is_alive():
-                done = _done(browser, "PriceWorker")
-                if done is not None and (not seen or done != seen[-1]):
-                    seen.append(done)
-                if len(seen) == 3:
-                    screenshot(browser, "now-running")
-                time.sleep(0.2)
+            seen = _watch_done(browser, run.is_alive, "now-running")
         finally:
             run.join(timeout=60)
     assert len(seen) >= 3, seen  # the figures moved at least twice while the run went on
@@ -217,14 +226,8 @@ def test_the_services_dashboard_follows_its_scheduled_run(browser, tmp_path):
             url = wait_for(lambda: next((line.split("dashboard at ")[1].strip() for line in lines
                                          if "dashboard at " in line), None), timeout=30, what="the dashboard's URL")
             browser.get(url)
-            seen: list[int] = []
-            while _live(browser, "#live-state", "data-state") != "waiting" and len(seen) < 50:
-                done = _done(browser, "PriceWorker")
-                if done is not None and (not seen or done != seen[-1]):
-                    seen.append(done)
-                    if len(seen) == 2:
-                        screenshot(browser, "now-service")
-                time.sleep(0.2)
+            seen = _watch_done(browser, lambda: _live(browser, "#live-state", "data-state") != "waiting",
+                               "now-service")
             assert len(seen) >= 2 and seen == sorted(seen), seen
             wait_for(lambda: _live(browser, "#live-state", "data-state") == "waiting",
                      timeout=30, what="the service waiting for its next run")
