@@ -28,6 +28,7 @@ from cli import serve
 from cli.display import LiveView, render_summary
 from cli.metrics import MetricsError, MetricsServer
 from cli.retry_log import RetryLog
+from cli.runs import runs_count
 from cli.price_server import PriceServerError, private_price_server
 from engine import (
     PipelineConfig,
@@ -117,24 +118,17 @@ _SUBCOMMANDS = {
 def _main(argv: list[str] | None) -> int:
     load_dotenv(REPO_ROOT / ".env.local", override=False)
     argv = sys.argv[1:] if argv is None else argv
-    try:
-        if argv and argv[0] in _SUBCOMMANDS:
-            return _subcommand(argv[0], argv[1:])
-        return _command(_parse_args(argv))
-    except KeyboardInterrupt:  # before the pipeline started, or while it shut down
-        print("interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
-    except Exception as exc:  # a bug, not something the user did: one line, details at debug level
-        log.debug("unexpected error", exc_info=True)
-        print(f"error: {describe(exc)} (run with --log-level DEBUG for details)", file=sys.stderr)
-        return EXIT_STAGE_DIED
-
-
-def _command(args: argparse.Namespace) -> int:
-    """``python main.py [options]``: a run, a schedule of runs, or one of the database options."""
+    if argv and argv[0] in _SUBCOMMANDS:
+        return _subcommand(argv[0], argv[1:])
+    args = _parse_args(argv)
     console = Console(stderr=True)
     live = args.progress and console.is_terminal
     _configure_logging(args.log_level, console if live else None)
+    return _one_line_errors(lambda: _command(args, console, live))
+
+
+def _command(args: argparse.Namespace, console: Console, live: bool) -> int:
+    """``python main.py [options]``: a run, a schedule of runs, or one of the database options."""
     if args.every is not None:
         return serve.run(args)
     if args.show_db:
@@ -149,6 +143,19 @@ def _command(args: argparse.Namespace) -> int:
     return _run(args, console, live)
 
 
+def _one_line_errors(command: Callable[[], int]) -> int:
+    """``command()``'s exit code; a Ctrl+C it lets through, or a bug, is one line (130, 1), never a traceback."""
+    try:
+        return command()
+    except KeyboardInterrupt:  # before the pipeline started, or while it shut down
+        print("interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except Exception as exc:  # a bug, not something the user did: one line, details at debug level
+        log.debug("unexpected error", exc_info=True)
+        print(f"error: {describe(exc)} (run with --log-level DEBUG for details)", file=sys.stderr)
+        return EXIT_STAGE_DIED
+
+
 def _subcommand(name: str, argv: list[str]) -> int:
     """``python main.py NAME ...``: parse the subcommand's own options and run it."""
     module_name, description, log_level = _SUBCOMMANDS[name]
@@ -157,7 +164,7 @@ def _subcommand(name: str, argv: list[str]) -> int:
     module.add_arguments(parser)
     args = parser.parse_args(argv)
     _configure_logging(getattr(args, "log_level", log_level), None)
-    return module.run(args)
+    return _one_line_errors(lambda: module.run(args))
 
 
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -188,6 +195,9 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
                                  ("--check", args.check)) if on]
         if clash:
             parser.error(f"--every runs the pipeline on a schedule; it cannot be combined with {clash[0]}")
+    elif args.dashboard_port is not None or args.dashboard_host is not None or not args.dashboard:
+        parser.error("the dashboard options go with --every (a single run serves no dashboard; "
+                     "python main.py dashboard serves one alone)")
     return args
 
 
@@ -207,27 +217,18 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     allowance.add_argument("--strict", dest="max_failures", action="store_const", const=MaxFailures(0),
                            help="the same as --max-failures 0: exit 4 if any item failed or was lost")
     parser.add_argument("--metrics-port", type=int, metavar="PORT",
-                        help="serve Prometheus metrics at http://HOST:PORT/metrics while the run lasts")
+                        help="serve Prometheus metrics at http://HOST:PORT/metrics while the run lasts "
+                             "(with --every: while the service lasts, with the last run's outcome)")
     parser.add_argument("--metrics-host", default="127.0.0.1", metavar="HOST",
                         help="the address --metrics-port listens on (default 127.0.0.1: this machine only)")
     parser.add_argument("--run-dir", default="runs", metavar="DIR",
                         help="where each run's directory (with failed_items.jsonl) goes (default: runs/)")
-    parser.add_argument("--keep-runs", type=_keep_runs, default=DEFAULT_KEEP_RUNS, metavar="N",
+    parser.add_argument("--keep-runs", type=runs_count, default=DEFAULT_KEEP_RUNS, metavar="N",
                         help="after each run, remove the oldest run directories beyond the newest N "
                              f"(default {DEFAULT_KEEP_RUNS}; only directories runs made)")
 
 
 DEFAULT_KEEP_RUNS = 100
-
-
-def _keep_runs(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of runs of 1 or more")
-    return value
 
 
 def _max_failures(text: str) -> MaxFailures:

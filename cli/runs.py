@@ -17,13 +17,14 @@ from service.history import RunEntry, list_runs
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--run-dir", default="runs", metavar="DIR", help="where the runs are (default: runs/)")
-    parser.add_argument("-n", dest="limit", type=_positive, default=20, metavar="N",
+    parser.add_argument("-n", dest="limit", type=runs_count, default=20, metavar="N",
                         help="show the newest N runs (default 20)")
     parser.add_argument("--all", dest="limit", action="store_const", const=None, help="show every run")
     parser.add_argument("--json", action="store_true", help="one JSON object per run, per line")
 
 
-def _positive(text: str) -> int:
+def runs_count(text: str) -> int:
+    """An argparse type: a number of runs, 1 or more."""
     try:
         value = int(text)
     except ValueError:

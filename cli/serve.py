@@ -34,12 +34,14 @@ from service.schedule import Scheduler, describe_seconds, parse_every
 
 log = logging.getLogger("serve")
 
+DASHBOARD_HOST = "127.0.0.1"  # this machine only, unless --dashboard-host says otherwise
+
 def add_service_arguments(parser: argparse.ArgumentParser, *, every_required: bool = False) -> None:
     """The service's own options: ``--every`` and the dashboard's."""
     parser.add_argument("--every", type=_every, metavar="DURATION", required=every_required,
                         help="run the pipeline again and again, one run every DURATION (30s, 15m, 1h, 1d), "
                              "until Ctrl+C; the same as the serve subcommand")
-    parser.add_argument("--dashboard-host", default="127.0.0.1", metavar="HOST",
+    parser.add_argument("--dashboard-host", metavar="HOST",
                         help="the address the service's dashboard listens on (default 127.0.0.1: this machine only)")
     parser.add_argument("--dashboard-port", type=int, metavar="PORT",
                         help="the dashboard's port (default 8050, or a free one if that is taken; 0: a free one)")
@@ -208,7 +210,7 @@ def _start_dashboard(args: argparse.Namespace, path: Path, env: dict[str, str] |
         return None
     dashboard = importlib.import_module("dashboard")
     app = dashboard.create_app(run_dir=Path(args.run_dir), store=_store_of(path, env), live=live)
-    server = dashboard.start_dashboard(app, args.dashboard_host, args.dashboard_port)
+    server = dashboard.start_dashboard(app, args.dashboard_host or DASHBOARD_HOST, args.dashboard_port)
     print(f"dashboard at {server.url}", file=sys.stderr, flush=True)
     return server
 

@@ -31,8 +31,9 @@ class RunEntry:
     ``outcome`` is report.json's ("done", "died", "failures", "interrupted", "unrecorded"),
     ``"not started"`` for a scheduled run that could not start, or ``"unfinished"`` when the
     directory has no readable report.json (the run is still going, or its process was killed).
-    ``failed`` counts the items that failed or were lost, all stages together (what
-    ``max_failures`` limits). Counts are 0 when unknown.
+    ``items_in`` counts the items the sources took in (their input values), ``items_out`` those
+    the sinks finished without failing (stored, for the shipped writer), ``failed`` the items that
+    failed or were lost, all stages together (what ``max_failures`` limits). Counts are 0 when unknown.
     """
 
     name: str
@@ -97,7 +98,7 @@ def read_run(path: Path) -> RunEntry:
         outcome=str(report.get("outcome") or UNFINISHED),
         exit_code=_number(report.get("exit_code"), int),
         items_in=_number(items.get("in"), int) or 0,
-        items_out=_number(items.get("out"), int) or 0,
+        items_out=_first_number(report.get("delivered"), items.get("out")),
         failed=_number(report.get("failures"), int) or 0,
         dead_letters=_number(report.get("dead_letters"), int) or 0,
         dead_letter_path=dead_letter_path,
@@ -171,6 +172,11 @@ def _name_time(stamp: str) -> dt.datetime | None:
         return dt.datetime.strptime(stamp, "%Y%m%d-%H%M%S.%f").astimezone()
     except ValueError:
         return None
+
+
+def _first_number(*values: Any) -> int:
+    """The first of ``values`` that is a number, as an int; 0 if none is."""
+    return next((int(v) for v in values if _number(v, int) is not None), 0)
 
 
 def _number(value: Any, kind: type) -> Any:

@@ -152,3 +152,11 @@ def test_a_metrics_port_taken_is_one_line_and_exit_2(tmp_path: Path) -> None:
         service = _serve(tmp_path, pipeline, "--every", "1s", "--metrics-port", str(taken.getsockname()[1]))
         assert service.finish(timeout=20) == 2
     assert "cannot serve metrics" in service.stderr() and "Traceback" not in service.stderr()
+
+
+def test_dashboard_options_without_every_are_refused(tmp_path: Path) -> None:
+    pipeline = write_pipeline(tmp_path / "p.yaml", items=3)
+    service = ServiceProcess(tmp_path, "--pipeline", str(pipeline), "--dashboard-port", "0")
+    assert service.finish(timeout=20) == 2
+    assert "the dashboard options go with --every" in service.stderr()
+    assert not (tmp_path / "runs").exists()
