@@ -154,7 +154,7 @@ def iter_prices(
     with _connection(store) as conn:
         if not _exists(conn, store):
             return
-        streaming = conn.execution_options(stream_results=True, max_row_buffer=STREAM_BATCH)
+        streaming = conn.execution_options(yield_per=STREAM_BATCH)  # a server-side cursor, fetched a batch at a time
         result = _call(streaming, query)
         batches = result.partitions(STREAM_BATCH)
         while True:

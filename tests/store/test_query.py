@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import time
 
 import pytest
+from sqlalchemy import create_engine, text
+from sqlalchemy.pool import NullPool
 
 from store.query import PriceRow, close_series, iter_prices, latest_prices, summary
 from store.target import PriceStore
+from tests.fixtures.frozen_postgres import FreezablePostgres
 from tests.store.conftest import T0, record, write
 from workers.database import DatabaseUnavailable
 
@@ -100,6 +105,28 @@ def test_iter_prices_streams_in_batches(store: PriceStore, monkeypatch: pytest.M
     assert [r.price_date.day for r in rows] == list(range(2, 31))
 
 
+def test_iter_prices_reads_postgresql_through_a_server_side_cursor(
+    pg_store: PriceStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("store.query.STREAM_BATCH", 7)
+    write(pg_store, [record("BTC", "kraken", day) for day in range(30)])
+    rows = iter_prices(pg_store)
+    with contextlib.closing(rows):  # a reader left open would hold the table against the fixture's DROP
+        next(rows)
+        # The reading session's last statement fetched one batch of a cursor: the rest is still on the server.
+        engine = create_engine(pg_store.url, poolclass=NullPool)
+        try:
+            with engine.connect() as conn:
+                fetching = conn.execute(text(
+                    "SELECT query FROM pg_stat_activity WHERE pid <> pg_backend_pid() AND query LIKE 'FETCH%'"
+                )).scalars().all()
+        finally:
+            engine.dispose()
+        assert len(fetching) == 1 and fetching[0].startswith("FETCH FORWARD ")
+        assert int(fetching[0].split()[2]) <= 7  # a batch at a time (the first row may come on its own)
+        assert len(list(rows)) == 29
+
+
 def test_an_unreachable_database_is_one_line() -> None:
     store = PriceStore("postgresql+psycopg2://nobody:secret@127.0.0.1:1/none")
     with pytest.raises(DatabaseUnavailable) as caught:
@@ -108,3 +135,23 @@ def test_an_unreachable_database_is_one_line() -> None:
     assert "\n" not in message and "secret" not in message and "127.0.0.1" in message
     with pytest.raises(DatabaseUnavailable):
         list(iter_prices(store))
+
+
+def test_a_frozen_database_ends_a_read_within_its_bound(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("store.query.STREAM_BATCH", 5)
+    monkeypatch.setattr("store.query.CONNECT_TIMEOUT", 1.0)
+    monkeypatch.setattr("store.query.CALL_TIMEOUT", 1.0)
+    with FreezablePostgres() as db:
+        store = PriceStore(db.url)
+        write(store, [record("BTC", "kraken", day) for day in range(20)])
+        rows = iter_prices(store)
+        with contextlib.closing(rows):
+            next(rows)  # a connection is open and the first batch read
+            db.freeze()
+            started = time.monotonic()
+            with pytest.raises(DatabaseUnavailable, match="no answer from the database within 1s"):
+                list(rows)  # the next batch never comes: the connection is cut
+            # A new read cannot even connect: libpq's connect_timeout (at least 2 s) ends it.
+            with pytest.raises(DatabaseUnavailable, match="cannot reach"):
+                summary(store)
+            assert time.monotonic() - started < 15  # ends, never hangs
