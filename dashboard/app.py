@@ -150,13 +150,14 @@ def _timeline_charts(stages: list[views.StageTimeline]) -> dict[str, Any]:
 
 
 def _now_charts(state: views.Now, run_dir: Path) -> dict[str, Any]:
-    """The run in progress's throughput so far, from its timeline (nothing when no run is in progress)."""
-    if state.state != "running" or not state.run:
+    """The throughput of the run in progress so far, or of the last run, from its timeline."""
+    if not state.run:
         return {"throughput_chart": None}
     stages = views.timeline(read_timeline(run_dir / state.run))
+    title = "throughput so far" if state.state == "running" else f"throughput of the last run, {state.run}"
     return {"throughput_chart": charts.render(charts.Chart(
-        {s.name: s.throughput for s in stages}, title="throughput so far (items finished per second)",
-        y_label="items/s", x_format=_duration, height=220))}
+        {s.name: s.throughput for s in stages}, title=f"{title} (items finished per second)",
+        y_label="items/s", x_format=_duration, height=220)) if stages else None}
 
 
 def _duration(seconds: float | None) -> str:

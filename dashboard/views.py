@@ -56,7 +56,7 @@ class Now:
 
     state: str  # running, waiting, stopped, or idle (no service: the dashboard alone)
     source: str  # "service", "run directory" (a run of another process, read from its timeline) or ""
-    run: str | None
+    run: str | None  # the run in progress, else the last one
     pipeline: str
     started: str | None
     next_run: str | None
@@ -83,10 +83,11 @@ def now(snapshot: dict[str, Any] | None, run_dir: Path) -> Now:
         stages = [_stage_from_sample(name, figures) for name, figures in newest.items() if isinstance(figures, dict)]
         return Now("running", "run directory", active.name, active.pipeline,
                    active.started.isoformat() if active.started else None, None, stages, last)
-    state = snapshot.get("state", "stopped") if snapshot is not None else "idle"
-    next_run = snapshot.get("next_run") if snapshot is not None else None
-    pipeline = (snapshot or {}).get("pipeline") or (last.pipeline if last else "")
-    return Now(state, "", last.name if last else None, pipeline, None, next_run, [], last)
+    if snapshot is not None:  # waiting or stopped: the stages as the last run left them
+        return Now(snapshot.get("state", "stopped"), "service", snapshot.get("run") or (last.name if last else None),
+                   snapshot.get("pipeline") or "", None, snapshot.get("next_run"),
+                   [_stage_from_status(s) for s in snapshot.get("stages", [])], last)
+    return Now("idle", "", last.name if last else None, last.pipeline if last else "", None, None, [], last)
 
 
 def _run_in_progress(runs: list[RunEntry]) -> RunEntry | None:

@@ -1,6 +1,6 @@
 """Dashboard fixtures: real pipeline runs into SQLite, the dashboard on a real socket, headless Chromium.
 
-- ``history`` (module): two real runs of a small history pipeline (WikiWorker -> TaskPlanner ->
+- ``history`` (session): two real runs of a small history pipeline (WikiWorker -> TaskPlanner ->
   PriceWorker -> PostgresWorker into SQLite) against the bundled price server: one clean, one
   against a faulty server that leaves failed items. Gives the run directory and the store.
 - ``browser`` (session): headless Chromium through Selenium and Debian's chromedriver; the tests
@@ -104,7 +104,7 @@ class History:
     faulty: RunReport  # the run against a failing server: it left failed items
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def history(tmp_path_factory: pytest.TempPathFactory) -> Iterator[History]:
     tmp_path = tmp_path_factory.mktemp("history")
     database = tmp_path / "prices.db"

@@ -94,7 +94,8 @@ def test_every_page_loads_and_the_runs_link_to_their_timeline_and_failed_items(h
 
     browser.get(server.url)
     assert _css(browser, "#live-state")[0].get_attribute("data-state") == "idle"
-    assert "history" in _css(browser, "#last-run")[0].text or "faulty" in _css(browser, "#last-run")[0].text
+    assert "faulty" in _css(browser, "#last-run")[0].text  # the newest run
+    assert len(_css(browser, "#now-throughput polyline.series")) == 4  # its throughput, a line per stage
     screenshot(browser, "now-idle")
 
     _css(browser, "#nav-runs")[0].click()

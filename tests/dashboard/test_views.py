@@ -12,6 +12,7 @@ import pytest
 
 from dashboard import views
 from service.history import read_run
+from engine import StageStatus
 from service.live import LiveRun
 
 
@@ -87,9 +88,16 @@ def test_now_prefers_the_services_running_run(tmp_path):
     live.begin("demo", lambda: None)
     now = views.now(live.snapshot(), tmp_path)
     assert (now.state, now.source, now.pipeline) == ("running", "service", "demo")
+    live.update([StageStatus(name="Fetch", alive=3, instances=4, queue_depth=5, items_in=40, items_out=30, failed=1,
+                             lost=1, rate=2.5, expected=None, state="running", busy=2, queue_maxsize=10,
+                             counters={"http.retries": 7}, queue_name="q")])
+    (stage,) = views.now(live.snapshot(), tmp_path).stages
+    assert (stage.threads, stage.queue_depth, stage.queue_maxsize, stage.done, stage.failed, stage.retries) == \
+        ("3/4", 5, 10, 39, 2, 7)  # done: 40 taken - 2 in hand + 1 lost
     live.wait(dt.datetime(2030, 1, 1, tzinfo=dt.timezone.utc))
     waiting = views.now(live.snapshot(), tmp_path)
     assert waiting.state == "waiting" and waiting.next_run == "2030-01-01T00:00:00+00:00"
+    assert [s.name for s in waiting.stages] == ["Fetch"]  # the last run's, as it ended
 
 
 def test_without_a_service_a_run_in_progress_is_read_from_its_fresh_timeline(tmp_path):
