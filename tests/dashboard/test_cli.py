@@ -56,7 +56,6 @@ def test_a_taken_port_is_one_line_and_exit_2(history, tmp_path):
 @pytest.mark.parametrize("args, message", [
     (["--pipeline", "no/such.yaml"], "error: no/such.yaml"),
     (["--port", "http"], "argument --port: must be a port number from 0 to 65535, not 'http'"),
-    (["--port", "70000"], "argument --port: must be a port number from 0 to 65535, not '70000'"),
     (["--host", "no-such-host.invalid", "--port", "0"], "error: the dashboard cannot listen on no-such-host.invalid:0"),
 ])
 def test_bad_options_are_one_line_and_exit_2(history, tmp_path, args, message):
