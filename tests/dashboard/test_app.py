@@ -5,7 +5,8 @@ from __future__ import annotations
 import datetime as dt
 import json
 import socket
-import threading
+import subprocess
+import sys
 import time
 import uuid
 
@@ -20,7 +21,8 @@ from dashboard import server as dashboard_server
 from service.live import LiveRun
 from store.schema import price_table
 from store.target import PriceStore
-from tests.dashboard.conftest import history_pipeline, run_pipeline, wait_for
+from tests.cli.test_app import MAIN, _env
+from tests.dashboard.conftest import history_pipeline, wait_for
 from workers.db_errors import DatabaseUnavailable
 from workers.postgres_worker import PostgresWorker
 from workers.records import PriceRecord
@@ -115,19 +117,21 @@ def test_the_live_json_and_the_fragment_follow_the_service(tmp_path, serve):
     assert requests.get(alone.url + "api/live", timeout=10).json() == {"state": "idle"}
 
 
-def test_the_dashboard_alone_shows_a_run_that_another_part_of_the_system_makes(tmp_path, serve):
-    """No service here: the run is seen through the timeline it writes in the run directory."""
+def test_the_dashboard_alone_shows_a_run_that_another_process_makes(tmp_path, serve):
+    """No service here: ``python main.py`` in another terminal is seen through the timeline it writes."""
     server = serve(run_dir=tmp_path / "runs", store=None)
     with crypto_server.serve_in_background(port=0, seed=2020, sleep=0.05) as prices:
         pipeline = history_pipeline(tmp_path, prices.url, tmp_path / "prices.db", fetchers=2)
-        run = threading.Thread(target=run_pipeline, args=(pipeline, tmp_path / "runs"))
-        run.start()
+        run = subprocess.Popen([sys.executable, str(MAIN), "--pipeline", str(pipeline), "--no-progress",
+                                "--run-dir", str(tmp_path / "runs")], cwd=tmp_path, env=_env(),
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         try:
             fragment = wait_for(lambda: (text := requests.get(server.url + "now/fragment", timeout=10).text)
-                                and 'data-stage="PriceWorker"' in text and text, what="the run in progress")
+                                and 'data-stage="PriceWorker"' in text and text, timeout=30, what="the run")
             assert 'data-state="running"' in fragment and "read from its timeline" in fragment
         finally:
-            run.join(timeout=60)
+            _, stderr = run.communicate(timeout=60)
+    assert run.returncode == 0, stderr
     after = requests.get(server.url + "now/fragment", timeout=10).text
     assert 'data-state="idle"' in after and 'id="last-run"' in after
 
