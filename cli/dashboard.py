@@ -11,6 +11,7 @@ import logging
 import sys
 import threading
 import time
+from pathlib import Path
 
 from dashboard import DEFAULT_PORT, DashboardError, create_app, start_dashboard
 from engine import PipelineConfigError, load_pipeline
@@ -43,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     try:
-        print(f"dashboard: {server.url} (runs in {args.run_dir}/; Ctrl+C stops it)", flush=True)
+        print(f"dashboard: {server.url} (runs in {Path(args.run_dir)}; Ctrl+C stops it)", flush=True)
         try:
             store()  # start the embedded database now rather than on the first visit to Prices
         except Exception:  # logged in one line; the Prices page says it and asks again
