@@ -23,6 +23,7 @@ from store.schema import as_utc, price_table
 from store.target import PriceStore
 from workers.database import DatabaseUnavailable, first_line, mask_url
 from workers.postgres_connection import DatabaseTimeout, DatabaseTimeouts, bounded, engine_for
+from workers.records import PriceRecord
 
 CONNECT_TIMEOUT = 5.0  # seconds to open a connection
 STATEMENT_TIMEOUT = 60.0  # seconds one statement may run on the server
@@ -32,19 +33,9 @@ STREAM_BATCH = 10_000  # rows fetched at a time by iter_prices (what a streamed 
 _POOL_SIZE = 4  # readers are few: a CLI command, or the dashboard's requests
 
 
-@dataclass(frozen=True, slots=True)
-class PriceRow:
-    """One stored price; ``extracted_time`` is timezone-aware UTC."""
-
-    symbol: str
-    exchange: str
-    price_date: dt.date
-    open: float | None
-    high: float | None
-    low: float | None
-    close: float | None
-    volume: float | None
-    extracted_time: dt.datetime
+PriceRow = PriceRecord
+"""A stored price, as read back: the record the pipeline's stages pass to the writer
+(:class:`workers.records.PriceRecord`); ``extracted_time`` is timezone-aware UTC."""
 
 
 @dataclass(frozen=True)

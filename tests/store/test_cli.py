@@ -48,8 +48,7 @@ def test_export_parquet_round_trips_every_row_and_type(stored: tuple[Path, Price
     assert [str(t) for t in table.schema.types] == [
         "string", "string", "date32[day]", "double", "double", "double", "double", "double", "timestamp[us, tz=UTC]"]
     exported = table.to_pylist()
-    stored_rows = [row.__dict__ if hasattr(row, "__dict__") else {f: getattr(row, f) for f in row.__slots__}
-                   for row in iter_prices(store)]
+    stored_rows = [{f: getattr(row, f) for f in row.__slots__} for row in iter_prices(store)]
     assert len(exported) == ROWS
     assert exported == stored_rows  # every field, with its type: dates, floats, aware UTC datetimes
     assert not list(tmp_path.glob("*.partial"))
