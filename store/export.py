@@ -28,7 +28,7 @@ from store.query import PriceRow
 FORMATS = ("csv", "jsonl", "parquet")
 SUFFIXES = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".parquet": "parquet", ".pq": "parquet"}
 FIELDS = tuple(f.name for f in dataclasses.fields(PriceRow))
-PARQUET_ROW_GROUP = 65_536  # rows per Parquet row group, held in memory as Arrow columns until written
+PARQUET_ROW_GROUP = 16_384  # rows per Parquet row group; the writer holds one in memory (65,536 doubled the peak)
 _ARROW_BATCH = 8_192  # rows held as Python values before they become Arrow columns
 
 
