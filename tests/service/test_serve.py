@@ -69,11 +69,17 @@ def test_a_pipeline_file_that_breaks_is_a_run_that_did_not_start(tmp_path: Path)
     good = write_pipeline(tmp_path / "p.yaml", name="breaks", items=5)
     text = good.read_text()
     service = ServiceProcess(tmp_path, "serve", "--pipeline", str(good), "--no-progress", "--run-dir",
-                             str(tmp_path / "runs"), "--no-dashboard", "--every", "1s")
+                             str(tmp_path / "runs"), "--no-dashboard", "--every", "1s", "--metrics-port", "0")
     try:
+        url = re.search(r"metrics at (\S+)", service.wait_for("metrics at ")).group(1)
         service.wait_for("run directory:")
         good.write_text("workers: [\n")  # broken while the service waits
         service.wait_for("error:")
+        service.wait_for("next run at", times=2)  # the run that did not start is recorded by now
+        metrics = _scrape(url)
+        assert _metric(metrics, 'pipeline_runs_total{outcome="not started"}') >= 1
+        assert _metric(metrics, 'pipeline_last_run_outcome{outcome="not started"}') == 1
+        assert _metric(metrics, "pipeline_last_run_exit_code") == 2
         good.write_text(text)
         service.wait_for("run directory:", times=2)
         service.signal(signal.SIGTERM)
