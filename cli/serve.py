@@ -30,6 +30,7 @@ from engine.run_info import utc_now
 from engine.text import describe
 from service.history import NOT_STARTED, REPORT_NAME, prune_runs
 from service.live import LiveRun
+from service.lock import ServiceLock, ServiceLockError
 from service.schedule import Scheduler, describe_seconds, parse_every
 
 if TYPE_CHECKING:
@@ -83,7 +84,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     metrics = dashboard = None
+    lock = ServiceLock(Path(args.run_dir), config.name)
     try:
+        lock.acquire()  # before anything listens: a second service of this pipeline is refused at once
         env = app.run_env(server)
         if args.metrics_port is not None:
             metrics = MetricsServer(args.metrics_host, args.metrics_port)
@@ -93,13 +96,14 @@ def run(args: argparse.Namespace) -> int:
         if args.dashboard:
             dashboard = _start_dashboard(args, path, env, live)
         return _Service(args, path, config.name, env, live, metrics).serve()
-    except (MetricsError, *_dashboard_errors()) as exc:  # a port taken: one line
+    except (ServiceLockError, MetricsError, *_dashboard_errors()) as exc:  # a port taken: one line
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     finally:
         for part in (dashboard, metrics, server):
             if part is not None:
                 part.stop()
+        lock.release()
 
 
 class _Service:
