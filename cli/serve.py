@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from engine import RunReport
 from engine.report import EXIT_CONFIG, EXIT_INTERRUPTED, EXIT_OK, EXIT_STAGE_DIED
@@ -30,11 +30,17 @@ from engine.run_info import utc_now
 from engine.text import describe
 from service.history import NOT_STARTED, REPORT_NAME, prune_runs
 from service.live import LiveRun
+from service.lock import ServiceLock, ServiceLockError
 from service.schedule import Scheduler, describe_seconds, parse_every
+
+if TYPE_CHECKING:
+    from cli.metrics import MetricsServer
+    from yaml_reader import YamlPipelineExecutor
 
 log = logging.getLogger("serve")
 
 DASHBOARD_HOST = "127.0.0.1"  # this machine only, unless --dashboard-host says otherwise
+
 
 def add_service_arguments(parser: argparse.ArgumentParser, *, every_required: bool = False) -> None:
     """The service's own options: ``--every`` and the dashboard's."""
@@ -78,7 +84,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     metrics = dashboard = None
+    lock = ServiceLock(Path(args.run_dir), config.name)
     try:
+        lock.acquire()  # before anything listens: a second service of this pipeline is refused at once
         env = app.run_env(server)
         if args.metrics_port is not None:
             metrics = MetricsServer(args.metrics_host, args.metrics_port)
@@ -88,20 +96,21 @@ def run(args: argparse.Namespace) -> int:
         if args.dashboard:
             dashboard = _start_dashboard(args, path, env, live)
         return _Service(args, path, config.name, env, live, metrics).serve()
-    except (MetricsError, *_dashboard_errors()) as exc:  # a port taken: one line
+    except (ServiceLockError, MetricsError, *_dashboard_errors()) as exc:  # a port taken: one line
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     finally:
         for part in (dashboard, metrics, server):
             if part is not None:
                 part.stop()
+        lock.release()
 
 
 class _Service:
     """The schedule, and what it does around each run: signals, history, metrics, the live view."""
 
     def __init__(self, args: argparse.Namespace, path: Path, name: str, env: dict[str, str] | None,
-                 live: LiveRun, metrics: Any) -> None:
+                 live: LiveRun, metrics: MetricsServer | None) -> None:
         self._args, self._path, self._env, self._live, self._metrics = args, path, env, live, metrics
         self._name = name  # the pipeline's, as last read: a run of a file that broke since is recorded under it
         self._scheduler = Scheduler(args.every, self._run_once, on_wait=self._waiting)
@@ -114,13 +123,14 @@ class _Service:
                  self._path, describe_seconds(self._args.every))
         previous = {signum: signal.signal(signum, self._on_signal) for signum in (signal.SIGINT, signal.SIGTERM)}
         try:
-            self._scheduler.run()
+            last = self._scheduler.run()
         finally:
             for signum, handler in previous.items():
                 signal.signal(signum, handler)
             self._live.stop()
         log.info("stopped after %d run(s)", self._scheduler.runs)
-        return EXIT_INTERRUPTED if self._interrupted else EXIT_OK
+        # 130 only if the user's interrupt did cut the last run short (it may have ended by itself first).
+        return EXIT_INTERRUPTED if self._interrupted and last == EXIT_INTERRUPTED else EXIT_OK
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         self._signals += 1
@@ -150,7 +160,7 @@ class _Service:
         finally:
             self._run_handler = None
 
-    def _started(self, executor: Any) -> None:
+    def _started(self, executor: YamlPipelineExecutor) -> None:
         from cli.app import _InterruptHandler  # cli.app imports this module
 
         self._name = executor.config.name
@@ -160,7 +170,7 @@ class _Service:
             self._interrupted = True
             self._run_handler(signal.SIGINT, None)
 
-    def _ended(self, executor: Any, report: RunReport | None, reason: str | None) -> None:
+    def _ended(self, executor: YamlPipelineExecutor | None, report: RunReport | None, reason: str | None) -> None:
         if report is not None:
             self._record(report.exit_code, report.outcome, report.seconds)
             return

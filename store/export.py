@@ -28,7 +28,8 @@ from store.query import PriceRow
 FORMATS = ("csv", "jsonl", "parquet")
 SUFFIXES = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".parquet": "parquet", ".pq": "parquet"}
 FIELDS = tuple(f.name for f in dataclasses.fields(PriceRow))
-PARQUET_ROW_GROUP = 65_536  # rows per Parquet row group: what a Parquet export holds in memory at once
+PARQUET_ROW_GROUP = 16_384  # rows per Parquet row group; the writer holds one in memory (65,536 doubled the peak)
+_ARROW_BATCH = 8_192  # rows held as Python values before they become Arrow columns
 
 
 def format_for(path: str | Path) -> str | None:
@@ -71,16 +72,24 @@ def write_parquet(rows: Iterable[PriceRow], path: str | Path) -> int:
     ])  # fmt: skip
     count = 0
     with pq.ParquetWriter(str(path), schema) as writer:
+        # Python values become Arrow arrays every _ARROW_BATCH rows (Python objects cost ten times
+        # what Arrow's columns do); the batches are written as one row group once they make one.
+        batches: list[pa.RecordBatch] = []
+        pending = 0
         columns: list[list[object]] = [[] for _ in FIELDS]
         for row in rows:
             for column, value in zip(columns, _tuple(row)):
                 column.append(value)
             count += 1
-            if len(columns[0]) >= PARQUET_ROW_GROUP:
-                writer.write_batch(pa.record_batch(columns, schema=schema))
+            if len(columns[0]) >= _ARROW_BATCH:
+                batches.append(pa.record_batch(columns, schema=schema))
+                pending += len(columns[0])
                 columns = [[] for _ in FIELDS]
-        if columns[0] or not count:  # an empty export is still a file with the schema
-            writer.write_batch(pa.record_batch(columns, schema=schema))
+                if pending >= PARQUET_ROW_GROUP:
+                    writer.write_table(pa.Table.from_batches(batches, schema=schema))
+                    batches, pending = [], 0
+        batches.append(pa.record_batch(columns, schema=schema))
+        writer.write_table(pa.Table.from_batches(batches, schema=schema))  # the rest (the schema alone if none)
     return count
 
 

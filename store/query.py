@@ -14,15 +14,17 @@ import datetime as dt
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
-from sqlalchemy import Select, and_, func, inspect, select
-from sqlalchemy.engine import Connection, Engine
+from sqlalchemy import Select, Table, and_, func, inspect, select
+from sqlalchemy.engine import Connection, CursorResult, Engine, Row
 from sqlalchemy.exc import SQLAlchemyError
 
 from store.schema import as_utc, price_table
 from store.target import PriceStore
 from workers.database import DatabaseUnavailable, first_line, mask_url
 from workers.postgres_connection import DatabaseTimeout, DatabaseTimeouts, bounded, engine_for
+from workers.records import PriceRecord
 
 CONNECT_TIMEOUT = 5.0  # seconds to open a connection
 STATEMENT_TIMEOUT = 60.0  # seconds one statement may run on the server
@@ -32,19 +34,9 @@ STREAM_BATCH = 10_000  # rows fetched at a time by iter_prices (what a streamed 
 _POOL_SIZE = 4  # readers are few: a CLI command, or the dashboard's requests
 
 
-@dataclass(frozen=True, slots=True)
-class PriceRow:
-    """One stored price; ``extracted_time`` is timezone-aware UTC."""
-
-    symbol: str
-    exchange: str
-    price_date: dt.date
-    open: float | None
-    high: float | None
-    low: float | None
-    close: float | None
-    volume: float | None
-    extracted_time: dt.datetime
+PriceRow = PriceRecord
+"""A stored price, as read back: the record the pipeline's stages pass to the writer
+(:class:`workers.records.PriceRecord`); ``extracted_time`` is timezone-aware UTC."""
 
 
 @dataclass(frozen=True)
@@ -158,7 +150,7 @@ def iter_prices(
         result = _call(streaming, query)
         batches = result.partitions(STREAM_BATCH)
         while True:
-            with _bounded(conn, store, "reading prices"):
+            with bounded(conn, CALL_TIMEOUT, f"reading {store.table}"):
                 batch = next(batches, None)
             if batch is None:
                 return
@@ -189,13 +181,7 @@ def _connection(store: PriceStore) -> Iterator[Connection]:
         raise DatabaseUnavailable(f"cannot read table {store.table} of {mask_url(store.url)}: {first_line(exc)}") from exc
 
 
-@contextmanager
-def _bounded(conn: Connection, store: PriceStore, what: str) -> Iterator[None]:
-    with bounded(conn, CALL_TIMEOUT, f"{what} from {store.table}"):
-        yield
-
-
-def _call(conn: Connection, query: Select):  # type: ignore[no-untyped-def]
+def _call(conn: Connection, query: Select[Any]) -> CursorResult[Any]:
     """Execute ``query`` under the client-side bound; the result's first rows have arrived when it returns."""
     with bounded(conn, CALL_TIMEOUT, "a query"):
         return conn.execute(query)
@@ -207,7 +193,7 @@ def _exists(conn: Connection, store: PriceStore) -> bool:
     return found
 
 
-def _newest_per_pair(table):  # type: ignore[no-untyped-def]
+def _newest_per_pair(table: Table) -> Select[Any]:
     """The newest row of each (symbol, exchange): the key is unique, so the newest date picks one row."""
     newest = (
         select(table.c.symbol, table.c.exchange, func.max(table.c.price_date).label("day"))
@@ -239,7 +225,7 @@ def _traded(row: PriceRow) -> float:
     return (row.close or 0.0) * (row.volume or 0.0)
 
 
-def _price_row(row) -> PriceRow:  # type: ignore[no-untyped-def]
+def _price_row(row: Row[Any]) -> PriceRow:
     """A PriceRow from a row of the _ROW_COLUMNS, by position (the export's hot path)."""
     symbol, exchange, day, open_, high, low, close, volume, extracted = row
     return PriceRow(symbol, exchange, _date(day), open_, high, low, close, volume, as_utc(extracted))

@@ -26,7 +26,7 @@ def test_describe_seconds() -> None:
     assert [describe_seconds(s) for s in (2.5, 60, 3725, 90000)] == ["2.5s", "1m", "1h 2m", "1d 1h"]
 
 
-def test_starts_stay_on_the_grid_and_an_overrun_skips_start_times() -> None:
+def test_starts_stay_on_the_grid_and_an_overrun_skips_start_times(caplog: pytest.LogCaptureFixture) -> None:
     every, starts, ends = 0.25, [], []
     durations = [0.1, 0.1, 0.6, 0.05, 0.05]  # the third run lasts past two start times
 
@@ -45,6 +45,7 @@ def test_starts_stay_on_the_grid_and_an_overrun_skips_start_times() -> None:
     assert all(abs(s - starts[0] - k * every) < 0.1 for s, k in zip(starts, slots))  # no drift builds up
     assert all(start >= end for start, end in zip(starts[1:], ends))  # never two at once
     assert scheduler.runs == 5 and scheduler.skipped == 2
+    assert caplog.text.count("start time(s) skipped") == 1 and "2 start time(s) skipped" in caplog.text
 
 
 def test_stop_while_waiting_ends_at_once_and_stop_during_a_run_lets_it_finish() -> None:

@@ -69,11 +69,17 @@ def test_a_pipeline_file_that_breaks_is_a_run_that_did_not_start(tmp_path: Path)
     good = write_pipeline(tmp_path / "p.yaml", name="breaks", items=5)
     text = good.read_text()
     service = ServiceProcess(tmp_path, "serve", "--pipeline", str(good), "--no-progress", "--run-dir",
-                             str(tmp_path / "runs"), "--no-dashboard", "--every", "1s")
+                             str(tmp_path / "runs"), "--no-dashboard", "--every", "1s", "--metrics-port", "0")
     try:
+        url = re.search(r"metrics at (\S+)", service.wait_for("metrics at ")).group(1)
         service.wait_for("run directory:")
         good.write_text("workers: [\n")  # broken while the service waits
         service.wait_for("error:")
+        service.wait_for("next run at", times=2)  # the run that did not start is recorded by now
+        metrics = _scrape(url)
+        assert _metric(metrics, 'pipeline_runs_total{outcome="not started"}') >= 1
+        assert _metric(metrics, 'pipeline_last_run_outcome{outcome="not started"}') == 1
+        assert _metric(metrics, "pipeline_last_run_exit_code") == 2
         good.write_text(text)
         service.wait_for("run directory:", times=2)
         service.signal(signal.SIGTERM)
@@ -160,3 +166,31 @@ def test_dashboard_options_without_every_are_refused(tmp_path: Path) -> None:
     assert service.finish(timeout=20) == 2
     assert "the dashboard options go with --every" in service.stderr()
     assert not (tmp_path / "runs").exists()
+
+
+def test_a_second_service_of_the_same_pipeline_and_run_dir_is_refused(tmp_path: Path) -> None:
+    pipeline = write_pipeline(tmp_path / "p.yaml", name="once", items=3)
+    other = write_pipeline(tmp_path / "q.yaml", name="other", items=3)
+    first = _serve(tmp_path, pipeline, "--every", "1h")
+    try:
+        first.wait_for("next run at")
+        second = _serve(tmp_path, pipeline, "--every", "1h")
+        assert second.finish(timeout=20) == 2
+        assert f"another service already runs this pipeline into {tmp_path / 'runs'} " \
+               f"(process {first.process.pid})" in second.stderr()
+        third = _serve(tmp_path, other, "--every", "1h")  # another pipeline may share the run directory
+        third.wait_for("next run at")
+        third.signal(signal.SIGINT)
+        assert third.finish() == 0
+        first.signal(signal.SIGINT)
+        assert first.finish() == 0
+    finally:
+        first.kill()
+    assert [r.pipeline for r in list_runs(tmp_path / "runs")].count("once") == 1
+    again = _serve(tmp_path, pipeline, "--every", "1h")  # the lock went with the process
+    try:
+        again.wait_for("next run at")
+        again.signal(signal.SIGTERM)
+        assert again.finish() == 0
+    finally:
+        again.kill()

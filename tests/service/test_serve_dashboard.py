@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from service.history import list_runs
 from tests.service.conftest import write_pipeline
 from tests.service.process import ServiceProcess
 
@@ -45,7 +46,7 @@ def test_an_explicit_dashboard_port_taken_is_one_line_and_exit_2(tmp_path: Path)
         service = _serve(tmp_path, "--dashboard-port", str(taken.getsockname()[1]))
         assert service.finish(timeout=20) == 2
     assert service.stderr().startswith("error: ") and "Traceback" not in service.stderr()
-    assert not (tmp_path / "runs").exists()
+    assert list_runs(tmp_path / "runs") == []  # no run started
 
 
 def test_no_dashboard_serves_none(tmp_path: Path) -> None:

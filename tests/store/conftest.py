@@ -43,12 +43,17 @@ def write(store: PriceStore, records: Iterable[PriceRecord]) -> None:
 @pytest.fixture
 def pg_store(database_url: str) -> Iterator[PriceStore]:
     """A price table of the test's own in the embedded PostgreSQL (not created yet; dropped afterwards)."""
-    table = f"prices_{uuid.uuid4().hex[:12]}"  # tests never see another's rows
-    yield PriceStore(database_url, table)
-    engine = create_engine(database_url, poolclass=NullPool)
+    store = PriceStore(database_url, f"prices_{uuid.uuid4().hex[:12]}")  # tests never see another's rows
+    yield store
+    drop(store)
+
+
+def drop(store: PriceStore) -> None:
+    """Drop ``store``'s table if it exists."""
+    engine = create_engine(store.url, poolclass=NullPool)
     try:
         with engine.begin() as conn:
-            price_table(table).drop(conn, checkfirst=True)
+            price_table(store.table).drop(conn, checkfirst=True)
     finally:
         engine.dispose()
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import json
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -12,7 +14,7 @@ import pytest
 
 from store.query import iter_prices
 from store.target import PriceStore
-from tests.store.conftest import main_py, price_pipeline, record, write
+from tests.store.conftest import drop, main_py, price_pipeline, record, write
 
 ITEMS = [["BTC", "kraken", 40], ["BTC", "bitstamp", 30], ["ETH", "kraken", 20], ['we,"ird\u00e9', "kraken", 3]]
 ROWS = sum(days for _, _, days in ITEMS)
@@ -26,13 +28,18 @@ def _run_pipeline(tmp_path: Path, writer_params: dict, *, rate: float = 1.0, nam
     return pipeline
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def stored(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[Path, PriceStore]:
-    """A pipeline run by main.py that stored ROWS rows; its database_url is in the YAML."""
-    store = request.getfixturevalue("pg_store") if request.param == "postgresql" else PriceStore(
-        f"sqlite:///{tmp_path / 'yaml.db'}")
-    pipeline = _run_pipeline(tmp_path, {"database_url": store.url, "table": store.table})
-    return pipeline, store
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def stored(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, PriceStore]]:
+    """A pipeline run by main.py that stored ROWS rows; its database_url is in the YAML. Read-only for the tests."""
+    directory = tmp_path_factory.mktemp("stored")
+    if request.param == "sqlite":
+        store = PriceStore(f"sqlite:///{directory / 'yaml.db'}")
+    else:
+        store = PriceStore(request.getfixturevalue("database_url"), f"prices_{uuid.uuid4().hex[:12]}")
+    pipeline = _run_pipeline(directory, {"database_url": store.url, "table": store.table})
+    yield pipeline, store
+    if request.param == "postgresql":
+        drop(store)
 
 
 def _key(row: dict) -> tuple:
@@ -48,8 +55,7 @@ def test_export_parquet_round_trips_every_row_and_type(stored: tuple[Path, Price
     assert [str(t) for t in table.schema.types] == [
         "string", "string", "date32[day]", "double", "double", "double", "double", "double", "timestamp[us, tz=UTC]"]
     exported = table.to_pylist()
-    stored_rows = [row.__dict__ if hasattr(row, "__dict__") else {f: getattr(row, f) for f in row.__slots__}
-                   for row in iter_prices(store)]
+    stored_rows = [{f: getattr(row, f) for f in row.__slots__} for row in iter_prices(store)]
     assert len(exported) == ROWS
     assert exported == stored_rows  # every field, with its type: dates, floats, aware UTC datetimes
     assert not list(tmp_path.glob("*.partial"))

@@ -9,7 +9,7 @@ import pytest
 from store.query import iter_prices, summary
 from store.schema import check_table_name
 from store.target import PriceStore
-from tests.store.conftest import main_py, price_pipeline, record
+from tests.store.conftest import drop, main_py, price_pipeline, record
 from workers.postgres_worker import PostgresWorker
 
 ITEMS = [["BTC", "kraken", 30], ["ETH", "bitstamp", 30]]
@@ -25,7 +25,7 @@ def test_two_pipelines_with_their_own_tables_never_overwrite_each_other(
     else:
         base = request.getfixturevalue("pg_store")
         usd, eur = base, PriceStore(base.url, base.table + "_eur")
-        request.addfinalizer(lambda: _drop(eur))
+        request.addfinalizer(lambda: drop(eur))
     for store, rate in ((usd, 1.0), (eur, 0.9)):
         pipeline = price_pipeline(tmp_path / f"{store.table}.yaml", items=ITEMS, rate=rate, name=store.table,
                                   writer_params={"database_url": store.url, "table": store.table})
@@ -40,25 +40,11 @@ def test_two_pipelines_with_their_own_tables_never_overwrite_each_other(
     assert [r.close for r in eur_rows] == [(100.0 + day) * 0.9 for _ in ITEMS for day in range(30)]
 
 
-def _drop(store: PriceStore) -> None:
-    from sqlalchemy import create_engine
-    from sqlalchemy.pool import NullPool
-
-    from store.schema import price_table
-
-    engine = create_engine(store.url, poolclass=NullPool)
-    try:
-        with engine.begin() as conn:
-            price_table(store.table).drop(conn, checkfirst=True)
-    finally:
-        engine.dispose()
-
-
 def test_writers_of_two_tables_share_one_connection_pool(pg_store: PriceStore, request: pytest.FixtureRequest) -> None:
     # One engine per URL: both writers' temporary COPY staging tables live in the same sessions,
     # where a staging table named like the other's real table would hide it.
     other = PriceStore(pg_store.url, pg_store.table + "_staging")
-    request.addfinalizer(lambda: _drop(other))
+    request.addfinalizer(lambda: drop(other))
     first = PostgresWorker(pg_store.url, table=pg_store.table, pool_size=1)
     second = PostgresWorker(other.url, table=other.table, pool_size=1)
     for round_ in range(3):
