@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Iterator
 
 import pytest
 import requests
@@ -72,7 +73,9 @@ def test_without_a_database_the_prices_page_says_so(tmp_path, serve):
     assert answer.status_code == 503 and "no database" in answer.text
 
 
-def test_prices_and_the_chart_on_postgresql(database_url, serve, tmp_path):
+@pytest.fixture
+def pg_store(database_url: str) -> Iterator[PriceStore]:
+    """A price table of the test's own in PostgreSQL: ETH on kraken and bitstamp, 7 days each."""
     store = PriceStore(database_url, f"prices_{uuid.uuid4().hex[:12]}")
     day = dt.date(2024, 1, 1)
     records = [PriceRecord(symbol="ETH", exchange=exchange, price_date=day + dt.timedelta(days=i), open=100.0 + i,
@@ -80,17 +83,33 @@ def test_prices_and_the_chart_on_postgresql(database_url, serve, tmp_path):
                            extracted_time=dt.datetime(2024, 2, 1, tzinfo=dt.timezone.utc))
                for exchange in ("kraken", "bitstamp") for i in range(7)]
     PostgresWorker(store.url, table=store.table, retry_seconds=5).process_batch(records)
+    yield store
+    engine = create_engine(database_url, poolclass=NullPool)
     try:
-        server = serve(run_dir=tmp_path, store=store)
-        page = requests.get(server.url + "prices", params={"symbol": "ETH", "exchange": "kraken"}, timeout=10).text
-        assert page.count('class="point" data-series="kraken"') == 7 and 'data-series="bitstamp"' not in page
-        assert "rows: 14 · symbols: 1 · exchanges: 2 · 2024-01-01 to 2024-01-07" in " ".join(page.split())
-        assert page.count("<td>2024-01-07</td>") == 2  # the newest row of each pair
-    finally:
-        engine = create_engine(database_url, poolclass=NullPool)
         with engine.begin() as conn:
             price_table(store.table).drop(conn, checkfirst=True)
+    finally:
         engine.dispose()
+
+
+def test_prices_and_the_chart_on_postgresql(pg_store, serve, tmp_path):
+    server = serve(run_dir=tmp_path, store=pg_store)
+    page = requests.get(server.url + "prices", params={"symbol": "ETH", "exchange": "kraken"}, timeout=10).text
+    assert page.count('class="point" data-series="kraken"') == 7 and 'data-series="bitstamp"' not in page
+    assert "rows: 14 · symbols: 1 · exchanges: 2 · 2024-01-01 to 2024-01-07" in " ".join(page.split())
+    assert page.count("<td>2024-01-07</td>") == 2  # the newest row of each pair
+
+
+def test_prices_show_again_at_once_after_the_database_restarted(embedded_postgres, database_url, pg_store, serve,
+                                                                 tmp_path):
+    if database_url != embedded_postgres.url:
+        pytest.skip("TEST_DATABASE_URL is set: the database cannot be restarted from here")
+    server = serve(run_dir=tmp_path, store=pg_store)
+    assert requests.get(server.url + "prices", timeout=10).status_code == 200  # its connections are pooled now
+    embedded_postgres.stop()  # while nobody looks
+    embedded_postgres.start()
+    again = requests.get(server.url + "prices", timeout=10)
+    assert again.status_code == 200, again.text  # the first view after the restart, not a dead pooled connection
 
 
 def test_a_damaged_timeline_still_gives_a_page(tmp_path, serve):
