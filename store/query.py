@@ -18,12 +18,12 @@ from typing import Any
 
 from sqlalchemy import Select, Table, and_, func, inspect, select
 from sqlalchemy.engine import Connection, CursorResult, Engine, Row
-from sqlalchemy.exc import DBAPIError, SQLAlchemyError
+from sqlalchemy.exc import SQLAlchemyError
 
 from store.schema import as_utc, price_table
 from store.target import PriceStore
 from workers.database import DatabaseUnavailable, first_line, mask_url
-from workers.postgres_connection import DatabaseTimeout, DatabaseTimeouts, bounded, engine_for
+from workers.postgres_connection import DatabaseTimeout, DatabaseTimeouts, bounded, engine_for, live_connection
 from workers.records import PriceRecord
 
 CONNECT_TIMEOUT = 5.0  # seconds to open a connection
@@ -171,7 +171,7 @@ def _engine(store: PriceStore) -> Engine:
 def _connection(store: PriceStore) -> Iterator[Connection]:
     """A connection to ``store``'s database; any database error leaving the block becomes DatabaseUnavailable."""
     try:
-        conn = _live_connection(_engine(store))
+        conn = live_connection(_engine(store), CALL_TIMEOUT)
     except (SQLAlchemyError, DatabaseTimeout) as exc:
         raise DatabaseUnavailable(f"cannot reach {mask_url(store.url)}: {first_line(exc)}") from exc
     try:
@@ -179,25 +179,6 @@ def _connection(store: PriceStore) -> Iterator[Connection]:
             yield conn
     except (SQLAlchemyError, DatabaseTimeout) as exc:
         raise DatabaseUnavailable(f"cannot read table {store.table} of {mask_url(store.url)}: {first_line(exc)}") from exc
-
-
-def _live_connection(engine: Engine) -> Connection:
-    """A pooled connection that answers. The pool keeps connections between reads (a dashboard reads for
-    days); one that a database restart closed meanwhile is found by a ``SELECT 1`` and replaced, once:
-    the failure marks the pool's connections invalid, so the next one is new."""
-    conn = engine.connect()
-    try:
-        with bounded(conn, CALL_TIMEOUT, "a query"):
-            conn.exec_driver_sql("SELECT 1")
-        return conn
-    except DBAPIError as exc:
-        conn.close()
-        if not exc.connection_invalidated:
-            raise
-    except BaseException:
-        conn.close()
-        raise
-    return engine.connect()
 
 
 def _call(conn: Connection, query: Select[Any]) -> CursorResult[Any]:

@@ -179,6 +179,7 @@ def browser() -> Iterator[Any]:
 def screenshot(driver: Any, name: str) -> Path:
     """Save the whole page (as tall as its content) as ``<SCREENSHOTS>/<name>.png``."""
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    wait_for(lambda: driver.execute_script("return document.readyState") == "complete", what="the whole page")
     height = driver.execute_script("return document.documentElement.scrollHeight")
     driver.set_window_size(1280, max(700, min(int(height) + 40, 4000)))
     path = SCREENSHOTS / f"{name}.png"
