@@ -234,3 +234,44 @@ def test_a_thread_the_system_refuses_on_demand_leaves_the_stage_working_with_tho
     assert len(refused) == 1, done.stderr[-2000:]
     assert refused[0].startswith("Sink: the system refused thread ")
     assert " of 500 (RuntimeError: can't start new thread); the stage goes on with " in refused[0]
+
+
+def _stage(executor, name: str):
+    return next(s for s in executor._stages if s.name == name)
+
+
+def _threads_of(executor, name: str) -> int:
+    return len(_stage(executor, name).slots)
+
+
+def test_threads_start_on_demand_never_more_than_the_items_need(make_executor, key):
+    executor = make_executor({
+        "queues": [{"name": "numbers"}],
+        "workers": [
+            stage("Source", "Range", input_values=[[0, 6]], output_queues="numbers"),
+            stage("Work", "Slow", instances=200, params={"delay": 0.2}, input_queue="numbers"),
+        ],
+    })
+    report = executor.run()
+    assert report.ok and report.stage("Work").items_out == 6
+    # Six slow items at once: six threads take them (one more may start as the first ones look).
+    assert 6 <= _threads_of(executor, "Work") <= 7
+    assert _stage(executor, "Work").peak_busy == 6  # all six in hand together: none waited for a thread
+
+
+def test_an_item_that_comes_while_every_thread_is_busy_gets_a_new_thread(make_executor, key):
+    # Items come one by one, every 0.05 s, and each takes 0.4 s: without a thread started for each
+    # newcomer they would queue behind the busy ones.
+    executor = make_executor({
+        "queues": [{"name": "numbers"}],
+        "workers": [
+            stage("Source", "Paced", input_values=[[0, 8]], output_queues="numbers", params={"every": 0.05}),
+            stage("Work", "Slow", instances=50, params={"delay": 0.4}, input_queue="numbers"),
+        ],
+    })
+    started = time.monotonic()
+    report = executor.run()
+    assert report.ok and report.stage("Work").items_out == 8
+    assert _stage(executor, "Work").peak_busy >= 7
+    assert _threads_of(executor, "Work") <= 9
+    assert time.monotonic() - started < 1.6  # one after another would take 3.2 s

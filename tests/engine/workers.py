@@ -45,6 +45,18 @@ class Range:
             yield f"{self.tag}{number}" if self.tag else number
 
 
+class Paced:
+    """Source: an item ``[start, stop]`` yields every integer in that range, one each ``every`` seconds."""
+
+    def __init__(self, every: float) -> None:
+        self.every = every
+
+    def process(self, item: list[int]) -> Any:
+        for number in range(*item):
+            time.sleep(self.every)
+            yield number
+
+
 class Echo:
     """Passes items on, optionally after a random delay of up to ``max_delay`` seconds."""
 
