@@ -360,14 +360,15 @@ class Stage:
         """
         grown = target > self.target
         if not grown:
-            excess = self._pool - target
-            for slot in reversed(self._live()):  # the newest first
-                if excess <= 0:
-                    break
-                if slot.outcome == RUNNING and not slot.retiring:
-                    slot.retiring = True
-                    self._pool -= 1
-                    excess -= 1
+            with self._spawn_lock:  # _pool is also counted up by threads starting others
+                excess = self._pool - target
+                for slot in reversed(self._live()):  # the newest first
+                    if excess <= 0:
+                        break
+                    if slot.outcome == RUNNING and not slot.retiring:
+                        slot.retiring = True
+                        self._pool -= 1
+                        excess -= 1
         self.target = target
         self.peak = max(self.peak, target)
         if grown:
