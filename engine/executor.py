@@ -129,7 +129,7 @@ class PipelineExecutor:
                 raise RuntimeError("a PipelineExecutor runs once; make a new one")
             self._started = True
             self._prepare_stages()
-            self.run_path = _reserve_run_dir(self.run_dir, self.config.name)
+            self.run_path = reserve_run_dir(self.run_dir, self.config.name)
             assert self.dead_letter_path is not None
             dead_letters = DeadLetterFile(self.dead_letter_path, on_broken=self._dead_letters_broken)
             try:
@@ -445,7 +445,7 @@ def _prepare_stages(config: PipelineConfig) -> None:
             raise StageSetupError(f"stage {stage.name} cannot start: {text}") from exc
 
 
-def _reserve_run_dir(root: Path, name: str) -> Path:
+def reserve_run_dir(root: Path, name: str) -> Path:
     """Make a new directory under ``root`` for this run, never one another run has (even at the same time)."""
     stem = f"{dt.datetime.now():%Y%m%d-%H%M%S.%f}-{_dir_safe(name)}"
     try:
