@@ -28,6 +28,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="the pipeline whose store to describe (default: $PIPELINE_LOCATION)")
     parser.add_argument("--top", type=int, default=TOP, metavar="N",
                         help=f"show the latest price of the N most traded symbols (default {TOP})")
+    parser.add_argument("--log-level", default="WARNING", type=str.upper, choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+                        help="log detail on stderr (default WARNING: the output is the report)")
 
 
 def run(args: argparse.Namespace) -> int:
