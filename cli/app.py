@@ -8,6 +8,7 @@ import importlib
 import json
 import logging
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -107,6 +108,8 @@ def _terminate_as_interrupt() -> Any:
 _SUBCOMMANDS = {
     "serve": ("cli.serve", "run the pipeline on a schedule (--every), with /metrics and the dashboard"),
     "runs": ("cli.runs", "list the past runs: when, pipeline, outcome, counts, duration, dead letters"),
+    "export": ("cli.export", "write the stored prices as csv, jsonl or parquet"),
+    "db": ("cli.db", "where the pipeline stores prices, and what it holds (the same as --show-db)"),
 }
 
 
@@ -126,9 +129,12 @@ def _command(args: argparse.Namespace, console: Console, live: bool) -> int:
     if args.every is not None:
         return serve.run(args)
     if args.show_db:
-        return _show_db()
+        from cli.db import show
+
+        _quiet()  # the summary is the output, as with python main.py db
+        return show(args.pipeline)
     if args.psql:
-        return _psql()
+        return _psql(args.pipeline)
     if args.check:
         return _check(args.pipeline)
     return _run(args, console, live)
@@ -171,9 +177,10 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="a new run of the pipeline fed only with the failed, lost and interrupted items "
                              "of a dead-letter file (runs/<id>/failed_items.jsonl), each into the stage it was bound for")
     parser.add_argument("--show-db", action="store_true",
-                        help="say where the database is, how to open it with psql, and how many rows it holds")
+                        help="say where the pipeline's writer stores prices, how to open that database, and what "
+                             "it holds (the same as: python main.py db)")
     parser.add_argument("--psql", action="store_true",
-                        help="open the database in psql (keeps the embedded PostgreSQL running meanwhile)")
+                        help="open the pipeline's database in psql (keeps the embedded PostgreSQL running meanwhile)")
     parser.add_argument("--check", action="store_true",
                         help="check the pipeline as a run would before it starts (the file, the workers' params, "
                              "the price server and the database answer), print one line and exit 0 or 2; "
@@ -254,15 +261,17 @@ def _configure_logging(level: str, console: Console | None) -> None:
         logging.getLogger("urllib3.connectionpool").setLevel(logging.ERROR)
 
 
+def _quiet() -> None:
+    """Log warnings and errors only (unless --log-level DEBUG asked for more): for commands whose output is a report."""
+    root = logging.getLogger()
+    if root.level != logging.DEBUG:
+        root.setLevel(max(logging.WARNING, root.level))
+
+
 def _pipeline_path(option: str | None) -> Path:
-    value = option or os.environ.get("PIPELINE_LOCATION")
-    if not value:
-        raise PipelineConfigError("no pipeline given: pass --pipeline PATH or set PIPELINE_LOCATION in .env.local")
-    path = Path(value)
-    # .env.local names paths from the repository root; let that work from any directory.
-    if not path.is_absolute() and not path.exists() and (REPO_ROOT / path).exists():
-        path = REPO_ROOT / path
-    return path
+    from store.target import pipeline_path
+
+    return pipeline_path(option)
 
 
 def _run(args: argparse.Namespace, console: Console, live: bool) -> int:
@@ -403,7 +412,9 @@ def _run_pipeline(
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
-    Console().print(render_summary(report, path.stem))
+    # The rows went to this pipeline's store: the hint must name the pipeline unless it is the default one.
+    show_db = "python main.py --show-db" + (f" --pipeline {shlex.quote(str(path))}" if args.pipeline else "")
+    Console().print(render_summary(report, path.stem, show_db))
     assert executor.run_path is not None
     _write_report(executor.run_path / "report.json", report)
     if report.interrupted and report.dead_letters:
@@ -517,25 +528,14 @@ class _InterruptHandler:
             self._busy = False
 
 
-def _show_db() -> int:
-    from workers.database import DatabaseUnavailable, describe_database, resolve_database_url
+def _psql(pipeline: str | None) -> int:
+    from store.target import default_store
+    from workers.database import DatabaseUnavailable, psql_args
 
     try:
-        for line in describe_database(resolve_database_url()):
-            print(line)
-    except DatabaseUnavailable as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_CONFIG
-    return 0
-
-
-def _psql() -> int:
-    from workers.database import DatabaseUnavailable, psql_args, resolve_database_url
-
-    try:
-        url = resolve_database_url()
+        url = default_store(pipeline).url  # the database the pipeline's writer writes to
         args = psql_args(url)
-    except (DatabaseUnavailable, ValueError) as exc:
+    except (PipelineConfigError, DatabaseUnavailable, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     env = dict(os.environ)

@@ -211,10 +211,11 @@ def _bar(done: int, expected: int | None) -> ProgressBar | str:
     return ProgressBar(total=max(expected, 1), completed=min(done, expected), width=20)
 
 
-def render_summary(report: RunReport, pipeline: str) -> Group:
+def render_summary(report: RunReport, pipeline: str, show_db: str = "python main.py --show-db") -> Group:
     """The end-of-run summary: per-stage counts and failures by error type, rows written, where
     failures went, and the outcome: green when done, yellow when interrupted or finished with
-    failures beyond ``max_failures``, red when a stage died or failures could not be recorded."""
+    failures beyond ``max_failures``, red when a stage died or failures could not be recorded.
+    ``show_db`` is the command that shows the rows this pipeline wrote."""
     table = Table(title=f"{pipeline}: finished in {report.seconds:.1f}s", title_justify="left")
     for column in ("stage", "state", "in", "out", "failed", "lost", "seconds", "errors", "other"):
         table.add_column(column, justify="left" if column in ("stage", "state", "errors", "other") else "right")
@@ -236,7 +237,7 @@ def render_summary(report: RunReport, pipeline: str) -> Group:
         lines.append(stats)
     rows = sum(s.counters.get("rows_written", 0) for s in report.stages)
     if rows:
-        lines.append(Text(f"rows written: {rows} (look at them: python main.py --show-db)"))
+        lines.append(Text(f"rows written: {rows} (look at them: {show_db})"))
     if report.dead_letters:
         lines.append(Text(f"{report.dead_letters} item(s) failed or were not processed: {report.dead_letter_path}",
                           style="yellow"))

@@ -20,12 +20,9 @@ import threading
 from collections.abc import Mapping
 from pathlib import Path
 
-from sqlalchemy import create_engine, inspect, text
 from sqlalchemy.engine import URL, make_url
-from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.pool import NullPool
 
-from workers.db_errors import DatabaseUnavailable, first_line
+from workers.db_errors import DatabaseUnavailable, first_line  # noqa: F401
 # DatabaseUnavailable, first_line and EmbeddedPostgres are imported from here by callers.
 from workers.embedded_postgres import EmbeddedPostgres
 from workers.postmaster import bin_dir
@@ -37,9 +34,6 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 
 DEFAULT_PGDATA = REPO_ROOT / ".pgdata"
 """Data directory of the default embedded PostgreSQL."""
-
-PRICES_TABLE = "prices"
-
 
 def normalize_database_url(url: str | URL) -> str:
     """Return ``url`` as a string, with ``postgresql://`` / ``postgres://`` mapped to psycopg2.
@@ -118,13 +112,15 @@ def _url_from_postgres_vars(env: Mapping[str, str]) -> str:
     return url.render_as_string(hide_password=False)
 
 
-def describe_database(url: str, *, embedded: EmbeddedPostgres | None = None) -> list[str]:
-    """Lines for ``main.py --show-db``: where the database is, how to open it, rows in ``prices``.
+def describe_database(
+    url: str, *, embedded: EmbeddedPostgres | None = None, psql_command: str = "python main.py --psql"
+) -> list[str]:
+    """Lines saying where the database at ``url`` is and how to open it (its password masked).
 
     ``embedded`` is the server behind ``url`` if it is an embedded one; by default
-    the process-wide embedded server is recognised by its URL.
-    Raises :class:`DatabaseUnavailable` (one line, password masked) if the
-    database cannot be reached.
+    the process-wide embedded server is recognised by its URL. An embedded server
+    stops when the last process using it exits, so it is opened with
+    ``psql_command`` (which keeps it running meanwhile), not a bare psql line.
     """
     url = normalize_database_url(url)
     parsed = make_url(url)
@@ -135,14 +131,13 @@ def describe_database(url: str, *, embedded: EmbeddedPostgres | None = None) -> 
     lines = [f"database: {mask_url(url)}"]
     if embedded is not None:
         lines.append(f"embedded PostgreSQL, data in {embedded.pgdata}")
-        lines.append("open it with psql: python main.py --psql (the server runs while psql does)")
+        lines.append(f"open it with psql: {psql_command} (the server runs while psql does)")
     elif parsed.get_backend_name() == "postgresql":
         lines.append(f"open with psql: {shlex.join(psql_args(url))}")
         if parsed.password:
             lines.append("  (psql asks for the password; or set PGPASSWORD)")
     elif parsed.get_backend_name() == "sqlite":
         lines.append(f"open with: sqlite3 {shlex.quote(parsed.database or ':memory:')}")
-    lines.append(_prices_summary(url))
     return lines
 
 
@@ -171,18 +166,3 @@ def _psql_path() -> Path | str:
     except ImportError:
         return "psql"
     return psql if psql.exists() else "psql"
-
-
-def _prices_summary(url: str) -> str:
-    connect_args = {"connect_timeout": 5} if make_url(url).get_backend_name() == "postgresql" else {}
-    engine = create_engine(url, poolclass=NullPool, connect_args=connect_args)
-    try:
-        with engine.connect() as conn:
-            if not inspect(conn).has_table(PRICES_TABLE):
-                return f"{PRICES_TABLE}: no {PRICES_TABLE} table yet"
-            count = conn.execute(text(f"SELECT count(*) FROM {PRICES_TABLE}")).scalar_one()
-            return f"{PRICES_TABLE}: {count} row(s)"
-    except SQLAlchemyError as exc:
-        raise DatabaseUnavailable(f"cannot reach {mask_url(url)}: {first_line(exc)}") from exc
-    finally:
-        engine.dispose()

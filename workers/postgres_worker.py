@@ -1,4 +1,4 @@
-"""The sink of the price pipeline: batched, idempotent upserts into the ``prices`` table.
+"""The sink of the price pipeline: batched, idempotent upserts into a price table (``prices`` by default).
 
 Each row is keyed by (symbol, exchange, price_date); writing the same key again
 updates it, so re-running a pipeline (or retrying a batch after a lost
@@ -19,19 +19,7 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import (
-    BigInteger,
-    Column,
-    Date,
-    DateTime,
-    Double,
-    Integer,
-    MetaData,
-    Table,
-    Text,
-    UniqueConstraint,
-    inspect,
-)
+from sqlalchemy import Table, inspect
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, make_url
 import psycopg2
@@ -51,48 +39,34 @@ from workers.database import (
     normalize_database_url,
     resolve_database_url,
 )
+from store.schema import COLUMNS, DEFAULT_TABLE, KEY_COLUMNS, VALUE_COLUMNS, as_utc, check_table_name, price_table
 from workers.postgres_connection import DatabaseTimeout, DatabaseTimeouts, bounded, engine_for
 from workers.records import PriceRecord
 from workers.validation import check_price
 
 log = logging.getLogger(__name__)
 
-KEY_COLUMNS = ("symbol", "exchange", "price_date")
-VALUE_COLUMNS = ("open", "high", "low", "close", "volume", "extracted_time")
-
-_metadata = MetaData()
-prices = Table(
-    "prices",
-    _metadata,
-    # SQLite gives auto-increment ids only to an INTEGER PRIMARY KEY.
-    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True),
-    Column("symbol", Text, nullable=False),
-    Column("exchange", Text, nullable=False),
-    Column("price_date", Date, nullable=False),
-    Column("open", Double),
-    Column("high", Double),
-    Column("low", Double),
-    Column("close", Double),
-    Column("volume", Double),
-    Column("extracted_time", DateTime(timezone=True), nullable=False),
-    UniqueConstraint(*KEY_COLUMNS, name="prices_symbol_exchange_price_date_key"),
-)
+prices = price_table(DEFAULT_TABLE)  # the default table (bench/baseline.py creates it)
 
 _INSERTS = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}
 
-_tables_ready: set[str] = set()
+_tables_ready: set[tuple[str, str]] = set()  # (url, table) created or found by this process
 # Creating the table is check-then-create; threads of this process must not race on it.
 _tables_lock = threading.Lock()
 
 
 class PostgresWorker:
-    """Upserts price records (``PriceRecord`` or dicts with the same keys) into ``prices``.
+    """Upserts price records (``PriceRecord`` or dicts with the same keys) into a price table.
 
     Params (from the stage's YAML):
 
     - ``database_url``: any SQLAlchemy URL of PostgreSQL or SQLite; default
       :func:`workers.database.resolve_database_url` (``DATABASE_URL``,
       ``POSTGRES_*``, else the embedded server).
+    - ``table``: the table to write (default ``prices``; created if missing): lower-case
+      letters, digits and ``_``, at most 32 characters (see :func:`store.schema.check_table_name`).
+      Rows are keyed by (symbol, exchange, price_date) within their table, so pipelines that
+      write different tables never overwrite each other's rows.
     - ``batch_size``: rows ``process()`` buffers before writing (default 500).
     - ``pool_size``: connection pool size, shared by every worker of this URL (and
       timeouts) in the process (the first worker's value wins); at least the stage's instances.
@@ -121,6 +95,7 @@ class PostgresWorker:
         self,
         database_url: str | None = None,
         *,
+        table: str = DEFAULT_TABLE,
         batch_size: int = 500,
         pool_size: int = 10,
         retry_seconds: float = 60.0,
@@ -132,14 +107,15 @@ class PostgresWorker:
         if batch_size < 1 or pool_size < 1 or retry_seconds < 0:
             raise ValueError("batch_size and pool_size must be >= 1, retry_seconds >= 0")
         self._timeouts = DatabaseTimeouts(connect_timeout, statement_timeout, lock_timeout, attempt_timeout)
+        self._table = price_table(check_table_name(table))
         url = normalize_database_url(database_url or resolve_database_url())
         backend = make_url(url).get_backend_name()
         if backend not in _INSERTS:
             raise ValueError(f"PostgresWorker supports PostgreSQL and SQLite, not {mask_url(url)}")
         self._url = url
         # PostgreSQL batches go in through COPY (see _copy_upsert); SQLite takes the statement.
-        self._bulk_copy = backend == "postgresql"
-        insert = _INSERTS[backend](prices)
+        self._copy = _CopyStatements(self._table.name) if backend == "postgresql" else None
+        insert = _INSERTS[backend](self._table)
         # RETURNING lets SQLAlchemy send a batch as one multi-row VALUES statement
         # ("insertmanyvalues"); it leaves ON CONFLICT upserts without RETURNING to the
         # driver's row-at-a-time executemany. (Its caveat, bind parameters inside SET,
@@ -147,7 +123,7 @@ class PostgresWorker:
         self._statement = insert.on_conflict_do_update(
             index_elements=list(KEY_COLUMNS),
             set_={c: insert.excluded[c] for c in VALUE_COLUMNS},
-        ).returning(prices.c.id)
+        ).returning(self._table.c.id)
         self._engine = engine_for(url, pool_size, self._timeouts)
         self._batch_size = batch_size
         self._retry_seconds = retry_seconds
@@ -157,7 +133,7 @@ class PostgresWorker:
     @classmethod
     def prepare_stage(cls, params: Mapping[str, Any]) -> None:
         """Before the run: check the params, resolve the database (starting the embedded one),
-        reach it within its timeouts, create ``prices``.
+        reach it within its timeouts, create the table.
 
         Raises ``ValueError`` for bad params, :class:`DatabaseUnavailable` with one line if
         the database cannot be reached.
@@ -166,12 +142,12 @@ class PostgresWorker:
         url = writer._url
         try:
             with writer._engine.connect() as conn, bounded(
-                conn, writer._timeouts.attempt_timeout, "creating the prices table"
+                conn, writer._timeouts.attempt_timeout, f"creating the {writer._table.name} table"
             ):
-                _ensure_table(url, conn)
+                _ensure_table(url, writer._table, conn)
         except (DBAPIError, DatabaseTimeout) as exc:
             raise DatabaseUnavailable(f"cannot reach {mask_url(url)}: {first_line(exc)}") from exc
-        log.info("writing to %s", mask_url(url))
+        log.info("writing to %s table %s", mask_url(url), writer._table.name)
 
     def process_batch(self, items: Sequence[Any]) -> None:
         """Upsert ``items``; raise ``ItemsFailed`` naming only the rejected ones."""
@@ -268,11 +244,11 @@ class PostgresWorker:
         Connection errors and cuts propagate (the caller retries the lot: upserts are idempotent).
         """
         with self._engine.connect() as conn, bounded(conn, limit, f"writing {len(pending)} row(s)"):
-            _ensure_table(self._url, conn)
+            _ensure_table(self._url, self._table, conn)
             try:
                 rows = [row for row, _ in pending]
-                if self._bulk_copy:
-                    _copy_upsert(conn, rows)
+                if self._copy is not None:
+                    _copy_upsert(conn, self._copy, rows)
                 else:
                     self._upsert(conn, rows)
                 return []
@@ -304,25 +280,35 @@ class PostgresWorker:
 # The least time a retry is given, however little of retry_seconds is left.
 _MIN_ATTEMPT = 0.1
 
-_COLUMNS = KEY_COLUMNS + VALUE_COLUMNS
-_STAGING = "prices_staging"
-# Per session, no constraints: the rows are checked when they move into prices.
-_CREATE_STAGING = (
-    f"CREATE TEMPORARY TABLE IF NOT EXISTS {_STAGING} (symbol text, exchange text, price_date date, "
-    "open double precision, high double precision, low double precision, close double precision, "
-    "volume double precision, extracted_time timestamptz) ON COMMIT DELETE ROWS"
-)
-_COPY = f"COPY {_STAGING} ({', '.join(_COLUMNS)}) FROM STDIN"
-_UPSERT_STAGED = (
-    f"INSERT INTO prices ({', '.join(_COLUMNS)}) SELECT {', '.join(_COLUMNS)} FROM {_STAGING} "
-    f"ON CONFLICT ({', '.join(KEY_COLUMNS)}) DO UPDATE SET "
-    + ", ".join(f"{c} = excluded.{c}" for c in VALUE_COLUMNS)
-)
 # COPY's text format: backslash escapes for the characters that delimit rows and fields.
 _COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
 
 
-def _copy_upsert(conn: Connection, rows: list[dict[str, Any]]) -> None:
+class _CopyStatements:
+    """The SQL of the COPY path for one table.
+
+    The staging table is temporary (per session, no constraints: the rows are checked when
+    they move into the table) and named with a ``-``, which no price table name has, in
+    ``pg_temp``: it can neither collide with another table's staging nor hide a real table.
+    """
+
+    def __init__(self, table: str) -> None:
+        staging = f'pg_temp."staging-{table}"'
+        self.key = f"staging-{table}"  # marks, in the connection's info, that the staging table exists
+        self.create = (
+            f"CREATE TEMPORARY TABLE IF NOT EXISTS \"staging-{table}\" (symbol text, exchange text, "
+            "price_date date, open double precision, high double precision, low double precision, "
+            "close double precision, volume double precision, extracted_time timestamptz) ON COMMIT DELETE ROWS"
+        )
+        self.copy = f"COPY {staging} ({', '.join(COLUMNS)}) FROM STDIN"
+        self.upsert = (
+            f"INSERT INTO {table} ({', '.join(COLUMNS)}) SELECT {', '.join(COLUMNS)} FROM {staging} "
+            f"ON CONFLICT ({', '.join(KEY_COLUMNS)}) DO UPDATE SET "
+            + ", ".join(f"{c} = excluded.{c}" for c in VALUE_COLUMNS)
+        )
+
+
+def _copy_upsert(conn: Connection, sql: _CopyStatements, rows: list[dict[str, Any]]) -> None:
     """PostgreSQL's bulk path: COPY the batch into a staging table, then upsert it in one statement.
 
     COPY streams the values as data, never as SQL text, and costs about a third of a
@@ -331,28 +317,28 @@ def _copy_upsert(conn: Connection, rows: list[dict[str, Any]]) -> None:
     fallback treat them alike.
     """
     info = conn.connection.info
-    if not info.get(_STAGING):
+    if not info.get(sql.key):
         with conn.begin():  # its own transaction: a batch that rolls back must not undo it
-            conn.exec_driver_sql(_CREATE_STAGING)
-        info[_STAGING] = True
+            conn.exec_driver_sql(sql.create)
+        info[sql.key] = True
     with conn.begin():
         cursor = conn.connection.dbapi_connection.cursor()
         try:
-            cursor.copy_expert(_COPY, io.StringIO("".join(_copy_line(row) for row in rows)))
+            cursor.copy_expert(sql.copy, io.StringIO("".join(_copy_line(row) for row in rows)))
         except psycopg2.Error as exc:
             lost = isinstance(exc, (psycopg2.OperationalError, psycopg2.InterfaceError))
             if lost:
                 conn.invalidate()  # never hand a dead connection back to the pool
-            raise DBAPIError.instance(_COPY, None, exc, psycopg2.Error, connection_invalidated=lost) from exc
+            raise DBAPIError.instance(sql.copy, None, exc, psycopg2.Error, connection_invalidated=lost) from exc
         finally:
             if not cursor.closed:
                 cursor.close()
-        conn.exec_driver_sql(_UPSERT_STAGED)
+        conn.exec_driver_sql(sql.upsert)
 
 
 def _copy_line(row: dict[str, Any]) -> str:
     fields = []
-    for column in _COLUMNS:
+    for column in COLUMNS:
         value = row[column]
         if value is None:
             fields.append("\\N")
@@ -365,51 +351,40 @@ def _copy_line(row: dict[str, Any]) -> str:
     return "\t".join(fields) + "\n"
 
 
-def _ensure_table(url: str, conn: Connection) -> None:
-    """Create ``prices`` through ``conn`` if missing, once per URL per process."""
-    if url in _tables_ready:
+def _ensure_table(url: str, table: Table, conn: Connection) -> None:
+    """Create ``table`` through ``conn`` if missing, once per URL and table per process."""
+    if (url, table.name) in _tables_ready:
         return
     with _tables_lock:
-        if url in _tables_ready:
+        if (url, table.name) in _tables_ready:
             return
         try:
             with conn.begin():
-                _metadata.create_all(conn, checkfirst=True)
+                table.create(conn, checkfirst=True)
         except DBAPIError:
             # Another process may have created it between the check and the CREATE.
-            created = inspect(conn).has_table(prices.name)
+            created = inspect(conn).has_table(table.name)
             conn.rollback()  # end the inspection's transaction: the caller begins its own
             if not created:
                 raise
-        _tables_ready.add(url)
+        _tables_ready.add((url, table.name))
 
 
 def _row(item: PriceRecord | Mapping[str, Any]) -> dict[str, Any]:
     """The table row of one item; dates may be ISO strings in dicts."""
     if isinstance(item, PriceRecord):
         # Plain attribute reads: dataclasses.asdict deep-copies and costs more than the insert.
-        row = {c: getattr(item, c) for c in KEY_COLUMNS + VALUE_COLUMNS}
+        row = {c: getattr(item, c) for c in COLUMNS}
     elif isinstance(item, Mapping):
-        row = {c: item[c] for c in KEY_COLUMNS + VALUE_COLUMNS}
+        row = {c: item[c] for c in COLUMNS}
         if isinstance(row["price_date"], str):
             row["price_date"] = dt.date.fromisoformat(row["price_date"])
     else:
         raise TypeError(f"expected a PriceRecord or a dict, got {type(item).__name__}")
-    row["extracted_time"] = _utc(row["extracted_time"])
+    row["extracted_time"] = as_utc(row["extracted_time"])
     # Rows may come from any worker, not only PriceWorker: the same rules guard the table.
     check_price(row)
     return row
-
-
-def _utc(value: dt.datetime | str) -> dt.datetime:
-    """An aware UTC datetime; a naive one is taken to be UTC already."""
-    if isinstance(value, str):
-        value = dt.datetime.fromisoformat(value)
-    if not isinstance(value, dt.datetime):
-        raise TypeError(f"extracted_time must be a datetime or an ISO string, got {value!r}")
-    if value.tzinfo is None:
-        return value.replace(tzinfo=dt.timezone.utc)
-    return value.astimezone(dt.timezone.utc)
 
 
 def _is_transient(exc: BaseException) -> bool:
