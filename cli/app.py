@@ -104,14 +104,13 @@ def _terminate_as_interrupt() -> Any:
     return signal.signal(signal.SIGTERM, interrupt)
 
 
-# Subcommands: ``python main.py NAME ...`` runs a module with add_arguments(parser) and run(args) -> exit code.
-# NAME: (module, what it does, log level: WARNING where the command's output is the report).
+# Subcommands, by their first argument: each module has add_arguments(parser) and run(args) -> exit code.
 _SUBCOMMANDS = {
-    "export": ("cli.export", "write the stored prices as csv, jsonl or parquet", "WARNING"),
-    "db": ("cli.db", "where the pipeline stores prices, and what it holds", "WARNING"),
-    "dashboard": ("cli.dashboard", "the web dashboard alone, over a run directory and the stored prices", "INFO"),
-    "serve": ("cli.serve", "run the pipeline on a schedule (--every), with /metrics and the dashboard", "INFO"),
-    "runs": ("cli.runs", "list the past runs: when, pipeline, outcome, counts, duration, dead letters", "INFO"),
+    "serve": ("cli.serve", "run the pipeline on a schedule (--every), with /metrics and the dashboard"),
+    "runs": ("cli.runs", "list the past runs: when, pipeline, outcome, counts, duration, dead letters"),
+    "export": ("cli.export", "write the stored prices as csv, jsonl or parquet"),
+    "db": ("cli.db", "where the pipeline stores prices, and what it holds (the same as --show-db)"),
+    "dashboard": ("cli.dashboard", "the web dashboard alone, over a run directory and the stored prices"),
 }
 
 
@@ -157,13 +156,13 @@ def _one_line_errors(command: Callable[[], int]) -> int:
 
 
 def _subcommand(name: str, argv: list[str]) -> int:
-    """``python main.py NAME ...``: parse the subcommand's own options and run it."""
-    module_name, description, log_level = _SUBCOMMANDS[name]
+    """``python main.py NAME ...``: parse the subcommand's own options and run it (one line on any error)."""
+    module_name, description = _SUBCOMMANDS[name]
     module = importlib.import_module(module_name)
     parser = argparse.ArgumentParser(prog=f"python main.py {name}", description=description)
     module.add_arguments(parser)
     args = parser.parse_args(argv)
-    _configure_logging(getattr(args, "log_level", log_level), None)
+    _configure_logging(getattr(args, "log_level", "INFO"), None)
     return _one_line_errors(lambda: module.run(args))
 
 
@@ -171,8 +170,8 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python main.py",
         description="Run a threaded scraping pipeline described in a YAML file.",
-        epilog="commands (python main.py COMMAND -h for their options):\n"
-               + "".join(f"  {name:<18}{what}\n" for name, (_, what, _) in _SUBCOMMANDS.items()) + "\n" + _EPILOG,
+        epilog=_EPILOG + "\nsubcommands (python main.py NAME -h for their options):\n" + "".join(
+            f"  {name:<19} {description}\n" for name, (_, description) in _SUBCOMMANDS.items()),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_run_arguments(parser)

@@ -28,6 +28,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="the pipeline whose store to describe (default: $PIPELINE_LOCATION)")
     parser.add_argument("--top", type=int, default=TOP, metavar="N",
                         help=f"show the latest price of the N most traded symbols (default {TOP})")
+    parser.add_argument("--log-level", default="WARNING", type=str.upper, choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+                        help="log detail on stderr (default WARNING: the output is the report)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -63,13 +65,18 @@ def describe_summary(store: PriceStore, found: StoreSummary) -> list[str]:
         width = max(len(row.symbol) for row in found.latest)
         exchange_width = max(len(row.exchange) for row in found.latest)
         for row in found.latest:
-            close = "-" if row.close is None else f"{row.close:,.8g}"
-            volume = "-" if row.volume is None else f"{row.volume:,.8g}"
             lines.append(f"  {row.symbol:<{width}}  {row.exchange:<{exchange_width}}  {row.price_date}  "
-                         f"close {close}  volume {volume}")
+                         f"close {_number(row.close)}  volume {_number(row.volume)}")
     return lines
 
 
 def _names(names: list[str]) -> str:
     shown = ", ".join(names[:_LISTED])
     return shown if len(names) <= _LISTED else f"{shown}, and {len(names) - _LISTED:,} more"
+
+
+def _number(value: float | None) -> str:
+    """Cents for large numbers (never an exponent: 1,439,006,900.00), 8 significant digits for small ones."""
+    if value is None:
+        return "-"
+    return f"{value:,.2f}" if abs(value) >= 1000 else f"{value:.8g}"

@@ -49,6 +49,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--until", type=_day, metavar="YYYY-MM-DD", help="only prices of this day or earlier")
     parser.add_argument("--pipeline", metavar="PATH",
                         help="the pipeline whose stored prices to export (default: $PIPELINE_LOCATION)")
+    parser.add_argument("--log-level", default="WARNING", type=str.upper, choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+                        help="log detail on stderr (default WARNING: the output is the report)")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -144,7 +144,7 @@ def test_db_reads_the_database_url_in_the_yaml_not_the_environment(tmp_path: Pat
     assert lines[3] == 'symbols (3): BTC, ETH, we,"ird\u00e9'
     assert lines[4] == "exchanges (2): bitstamp, kraken"
     # BTC traded the most: (100 + 39) x 0.9 x (1000 + 39) on kraken's newest day.
-    assert lines[6].split() == ["BTC", "kraken", "2024-02-09", "close", "125.1", "volume", "1,039"]
+    assert lines[6].split() == ["BTC", "kraken", "2024-02-09", "close", "125.1", "volume", "1,039.00"]
     assert "WRONG" not in result.stdout
     assert main_py("--show-db", cwd=tmp_path, env=env).stdout == result.stdout
 
