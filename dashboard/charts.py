@@ -44,7 +44,7 @@ class Chart:
     height: int = 280
 
 
-_LEFT, _RIGHT, _TOP, _BOTTOM = 64, 16, 28, 40  # margins around the plot area, in SVG units
+_LEFT, _RIGHT, _TOP, _BOTTOM = 76, 16, 28, 40  # margins around the plot area, in SVG units
 _LEGEND_ROW = 18  # the legend's own row under the title, when there is more than one series
 
 

@@ -180,8 +180,10 @@ def screenshot(driver: Any, name: str) -> Path:
     """Save the whole page (as tall as its content) as ``<SCREENSHOTS>/<name>.png``."""
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     wait_for(lambda: driver.execute_script("return document.readyState") == "complete", what="the whole page")
-    height = driver.execute_script("return document.documentElement.scrollHeight")
-    driver.set_window_size(1280, max(700, min(int(height) + 40, 4000)))
+    # The window is the page plus the browser's own bars: as tall as the page, up to 4,000 pixels.
+    height = driver.execute_script(
+        "return document.documentElement.scrollHeight + window.outerHeight - window.innerHeight")
+    driver.set_window_size(1280, max(700, min(int(height), 4000)))
     path = SCREENSHOTS / f"{name}.png"
     assert driver.save_screenshot(str(path)), f"no screenshot saved at {path}"
     driver.set_window_size(1280, 1000)
