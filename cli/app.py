@@ -23,6 +23,7 @@ from sqlalchemy.engine import make_url
 
 from cli.display import LiveView, render_summary
 from cli.metrics import MetricsError, MetricsServer
+from cli.ray_run import ray_executor
 from cli.retry_log import RetryLog
 from cli.price_server import PriceServerError, private_price_server
 from engine import (
@@ -34,7 +35,7 @@ from engine import (
     check_pipeline,
     load_pipeline,
 )
-from engine.config import MaxFailures
+from engine.config import EXECUTORS, MaxFailures
 from engine.monitor import log_statuses
 from engine.replay import Replay, ReplayError, read_replay
 from engine.report import EXIT_CONFIG, EXIT_INTERRUPTED, EXIT_OK, EXIT_STAGE_DIED
@@ -144,6 +145,9 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="serve Prometheus metrics at http://HOST:PORT/metrics while the run lasts")
     parser.add_argument("--metrics-host", default="127.0.0.1", metavar="HOST",
                         help="the address --metrics-port listens on (default 127.0.0.1: this machine only)")
+    parser.add_argument("--executor", choices=EXECUTORS,
+                        help="what runs the stages: threads in this process, or ray (a Ray cluster: RAY_ADDRESS, "
+                             "else a local Ray runtime); overrides executor in the pipeline file (default there: threads)")
     parser.add_argument("--run-dir", default="runs", metavar="DIR",
                         help="where each run's directory (with failed_items.jsonl) goes (default: runs/)")
     parser.add_argument("--replay", metavar="PATH",
@@ -272,11 +276,16 @@ def _run_pipeline(
     try:
         view = LiveView(console, path.stem) if live else None
         callbacks = [view.update if view else log_statuses, RetryLog(), *([metrics.update] if metrics else [])]
-        executor = YamlPipelineExecutor(
-            path, env=env, run_dir=args.run_dir, max_failures=args.max_failures,
+        options: dict[str, Any] = dict(
+            run_dir=args.run_dir, max_failures=args.max_failures,
             on_status=_each(callbacks), replay=replay.items if replay else None,
         )
-    except PipelineConfigError as exc:
+        config = load_pipeline(path, env)
+        if (args.executor or config.executor) == "ray":
+            executor = ray_executor(config, path, env, private_server=env is not None, **options)
+        else:
+            executor = YamlPipelineExecutor(path, env=env, **options)
+    except (PipelineConfigError, RunStartError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
 
