@@ -5,7 +5,9 @@ from __future__ import annotations
 import ipaddress
 import logging
 import os
+import signal
 import socket
+import threading
 
 import psutil
 
@@ -56,6 +58,9 @@ def connect() -> bool:
         return False
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # no "usage stats" banner, nothing sent out
     address = cluster_address()
+    # ray.init makes SIGTERM exit at once; the caller's handler (a clean interrupt) is put back.
+    main = threading.current_thread() is threading.main_thread()
+    previous = signal.getsignal(signal.SIGTERM) if main else None
     try:
         if address:
             ray.init(address=address, logging_level=logging.WARNING)
@@ -64,6 +69,9 @@ def connect() -> bool:
     except Exception as exc:  # ConnectionError, or whatever Ray raises for a bad address
         where = f"the Ray cluster at RAY_ADDRESS={address}" if address else "a local Ray runtime"
         raise RayUnavailable(f"cannot start on {where}: {describe(exc)}") from None
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
     return not address
 
 

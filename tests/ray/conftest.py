@@ -36,7 +36,12 @@ def ray_cluster() -> Iterator[Cluster]:
     cluster = Cluster(
         initialize_head=True,
         connect=True,
-        head_node_args={"num_cpus": 2, "node_ip_address": LOOPBACK, "include_dashboard": False},
+        head_node_args={
+            "num_cpus": 2, "node_ip_address": LOOPBACK, "include_dashboard": False,
+            # A node that vanishes is declared dead within about a second, not Ray's default 15 s.
+            "_system_config": {"health_check_initial_delay_ms": 0, "health_check_period_ms": 300,
+                               "health_check_failure_threshold": 3},
+        },
     )
     try:
         yield cluster
