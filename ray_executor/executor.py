@@ -307,6 +307,8 @@ class _Driver:
 
     def _start_actors(self, stage: StageConfig, cpus: int, env_vars: Mapping[str, str]) -> list[_Actor]:
         """``instances`` threads as at most one actor per CPU of the cluster, spread over its nodes."""
+        if stage.auto is not None:
+            log.warning("%s: instances: auto is not resized on Ray; it runs with %d threads", stage.name, stage.instances)
         count = min(stage.instances, cpus)
         slots = math.ceil(stage.instances / count)
         options = {
@@ -357,8 +359,9 @@ class _Driver:
                 taken = set(ready)
                 rest = [ref for ref in self._calls if ref not in taken]
                 more, _ = self._ray.wait(rest, num_returns=len(rest), timeout=0) if rest else ([], [])
-                for ref in [*ready, *more]:
-                    self._answer(ref, self._calls.pop(ref))
+                refs = [*ready, *more]
+                for ref, outcome in zip(refs, self._results(refs)):
+                    self._answer(self._calls.pop(ref), outcome)
         else:
             time.sleep(min(TICK_SECONDS, 0.01))  # only a partial batch waiting for its timeout
         for stage in self.stages:
@@ -423,18 +426,30 @@ class _Driver:
         """The window: no new call while a consumer has its queue's ``maxsize`` items waiting."""
         return all(len(consumer.pending) < maxsize or not consumer.accepts() for consumer, maxsize in stage.consumers)
 
-    def _answer(self, ref: Any, call: _Call) -> None:
+    def _results(self, refs: list[Any]) -> list[Any]:
+        """The results of finished calls: a :class:`CallResult`, or the Ray error the call ended with."""
+        try:
+            return self._ray.get(refs)  # one round trip for all, when none failed
+        except self._ray.exceptions.RayError:
+            pass
+        outcomes = []
+        for ref in refs:
+            try:
+                outcomes.append(self._ray.get(ref))
+            except self._ray.exceptions.RayError as exc:
+                outcomes.append(exc)
+        return outcomes
+
+    def _answer(self, call: _Call, result: Any) -> None:
         stage, actor = call.stage, call.actor
         actor.busy -= 1
         stage.calls -= 1
         stage.in_flight -= len(call.items)
-        try:
-            result: CallResult = self._ray.get(ref)
-        except self._ray.exceptions.RayActorError as exc:
-            self._actor_died(call, exc)
+        if isinstance(result, self._ray.exceptions.RayActorError):
+            self._actor_died(call, result)
             return
-        except self._ray.exceptions.RayError as exc:  # a BaseException in the worker, outputs that cannot travel
-            cause = getattr(exc, "cause", None) or exc
+        if isinstance(result, self._ray.exceptions.RayError):  # a BaseException in the worker, outputs that cannot travel
+            cause = getattr(result, "cause", None) or result
             for item in call.items:
                 stage.fail(item, type(cause).__name__, one_line(describe(cause), 1000))
             return
@@ -464,12 +479,18 @@ class _Driver:
             self._stage_died(stage, f"stage {stage.name} died: {error} (after {_restarts(stage.restarts)})")
 
     def _actor_died(self, call: _Call, exc: BaseException) -> None:
-        """Ray could not restart the actor (max_restarts used up, or it cannot be built): its items failed."""
+        """The actor's process died with the call, and Ray did not run it again: its items failed.
+
+        The actor is gone for good when Ray could not restart it (max_restarts used up, or it cannot
+        be built); a call that only found it unavailable (restarting) leaves it in the pool.
+        """
         stage, actor = call.stage, call.actor
         error = one_line(describe(exc), 300)
         for item in call.items:
             if not call.closing:
                 stage.fail(item, type(exc).__name__, f"the actor's process died: {error}")
+        if not isinstance(exc, self._ray.exceptions.ActorDiedError):
+            return
         if not actor.dead:
             actor.dead = True
             if call.closing:
