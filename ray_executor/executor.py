@@ -33,10 +33,10 @@ from engine.executor import PipelineExecutor, _remove_if_empty, _reserve_run_dir
 from engine.monitor import FIRST_STATUS_SECONDS
 from engine.report import RunReport, StageStatus
 from engine.run_info import utc_now
-from engine.stage import DIED, DONE, INTERRUPTED, LOST, RUNNING, STOPPED
+from engine.stage import INTERRUPTED, LOST, Stage
 from engine.text import describe, one_line, short_repr
 from ray_executor import runtime
-from ray_executor.actor import CallResult, StageActor
+from ray_executor.actor import StageActor
 
 log = logging.getLogger(__name__)
 
@@ -214,17 +214,9 @@ class _RayStage:
     def peak(self) -> int:
         return self.config.instances
 
-    @property
-    def finished(self) -> bool:
-        return self.ended_at is not None
-
-    @property
-    def state(self) -> str:
-        if self.dead_reason:
-            return DIED
-        if self.stop_reason:
-            return STOPPED
-        return DONE if self.finished else RUNNING
+    # The same rules as a threaded stage's (they read only ended_at, dead_reason and stop_reason).
+    finished = Stage.finished
+    state = Stage.state
 
     def counters(self) -> dict[str, float]:
         return dict(self.counter_totals)

