@@ -1,6 +1,7 @@
 """One Ray runtime for the whole session, on 127.0.0.1 only, and helpers to run pipelines on it.
 
-Skipped, with the reason, where Ray is not installed (it is optional: requirements-ray.txt).
+Every test module here is marked :data:`requires_ray`: skipped, with the reason, where Ray is not
+installed (it is optional: requirements-ray.txt).
 """
 
 from __future__ import annotations
@@ -16,8 +17,13 @@ import pytest
 # Ray replaces 127.0.0.1 with the machine's network address unless this is "0" when it is imported.
 os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-ray = pytest.importorskip("ray", reason="Ray is not installed: pip install -r requirements-ray.txt")
-from ray.cluster_utils import Cluster  # noqa: E402
+try:
+    import ray
+    from ray.cluster_utils import Cluster
+except ModuleNotFoundError:
+    ray = None
+
+requires_ray = pytest.mark.skipif(ray is None, reason="Ray is not installed: pip install -r requirements-ray.txt")
 
 from engine import RunReport, load_pipeline  # noqa: E402
 from ray_executor import RayPipelineExecutor  # noqa: E402
@@ -30,7 +36,7 @@ W = "tests.ray.workers"
 
 
 @pytest.fixture(scope="session")
-def ray_cluster() -> Iterator[Cluster]:
+def ray_cluster() -> Iterator[Any]:
     """The session's runtime: a head node of 2 CPUs on 127.0.0.1, no dashboard; this process is its driver.
 
     A :class:`ray.cluster_utils.Cluster`, so a test can add a node and remove it (see test_cluster.py).
@@ -53,7 +59,7 @@ def ray_cluster() -> Iterator[Cluster]:
 
 
 @pytest.fixture
-def run_on_ray(ray_cluster: Cluster, tmp_path: Path) -> Callable[..., RunReport]:
+def run_on_ray(ray_cluster: Any, tmp_path: Path) -> Callable[..., RunReport]:
     """``run_on_ray(document, **options)``: the pipeline document run by the Ray executor on the session's runtime."""
 
     def run(document: dict[str, Any], **options: Any) -> RunReport:

@@ -14,9 +14,10 @@ from engine.report import EXIT_CONFIG, EXIT_INTERRUPTED
 from tests.faults.conftest import REPO, plan, wait_until, write_pipeline
 from tests.faults.main_process import main_process  # noqa: F401 - a fixture
 from tests.faults.test_interrupts import _check, _document, _stage, EXCHANGES, END, START, SYMBOLS
+from tests.ray.conftest import requires_ray
 from tests.test_pipelines import counters, run_main, stored
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, requires_ray]
 
 
 @pytest.fixture

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from tests.ray.conftest import LOOPBACK, run_with_fault
+from tests.ray.conftest import LOOPBACK, requires_ray, run_with_fault
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, requires_ray]
 
 
 def test_a_node_removed_mid_run_loses_nothing_and_stores_no_row_twice(

@@ -10,10 +10,10 @@ import pytest
 
 from engine.dead_letter import read_dead_letters
 from engine.report import EXIT_FAILURES, EXIT_STAGE_DIED
-from tests.ray.conftest import chain, run_with_fault
+from tests.ray.conftest import chain, requires_ray, run_with_fault
 from tests.ray.workers import written
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, requires_ray]
 
 
 def _actor_processes() -> list[psutil.Process]:
