@@ -17,6 +17,7 @@ from engine.text import describe
 log = logging.getLogger(__name__)
 
 LOOPBACK = "127.0.0.1"
+CONNECT_SECONDS = 10.0  # the longest a run waits for RAY_ADDRESS to accept a connection
 
 
 class RayUnavailable(RunStartError):
@@ -61,6 +62,8 @@ def connect() -> bool:
     # ray.init makes SIGTERM exit at once; the caller's handler (a clean interrupt) is put back.
     main = threading.current_thread() is threading.main_thread()
     previous = signal.getsignal(signal.SIGTERM) if main else None
+    if address:
+        _check_reachable(address)
     try:
         if address:
             ray.init(address=address, logging_level=logging.WARNING)
@@ -87,6 +90,21 @@ def cluster_refusal(reasons: list[str], where: str) -> str:
     """The one line that refuses a cluster of several machines."""
     return (f"cannot run on a Ray cluster of several machines ({where}): {'; '.join(reasons)}; "
             "set DATABASE_URL and PRICE_SERVER_URL to services every node can reach")
+
+
+def _check_reachable(address: str) -> None:
+    """:class:`RayUnavailable` unless ``host:port`` accepts a connection within ``CONNECT_SECONDS``.
+
+    Ray itself would try for minutes, quietly, before giving up on an address nobody answers at.
+    """
+    host, _, port = address.split("://", 1)[-1].rpartition(":")
+    if not host or not port.isdigit():
+        return  # "auto", "local": Ray finds the runtime of this machine itself
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=CONNECT_SECONDS).close()
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise RayUnavailable(f"cannot reach the Ray cluster at RAY_ADDRESS={address}: {reason}") from None
 
 
 def cluster_address() -> str | None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -100,3 +101,22 @@ def test_the_embedded_database_on_a_remote_cluster_is_refused_in_one_line(tmp_pa
     ]
     assert time.monotonic() - started < 30  # refused before any connection is tried
     assert not (tmp_path / "runs").exists()
+
+
+def test_a_ray_address_nobody_answers_at_is_one_line_and_exit_2_in_seconds(tmp_path, price_server):
+    with socket.socket() as probe:  # a port nothing listens on once this is closed
+        probe.bind(("127.0.0.1", 0))
+        address = f"127.0.0.1:{probe.getsockname()[1]}"
+    env = dict(os.environ, RAY_ADDRESS=address, PRICE_SERVER_URL=price_server.url,
+               DATABASE_URL=f"sqlite:///{tmp_path / 'prices.db'}")
+    started = time.monotonic()
+    result = subprocess.run(
+        [sys.executable, str(REPO / "main.py"), "--no-progress", "--log-level", "WARNING", "--executor", "ray",
+         "--run-dir", str(tmp_path / "runs")],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == EXIT_CONFIG, result.stderr
+    assert result.stderr.strip().splitlines() == [
+        f"error: cannot reach the Ray cluster at RAY_ADDRESS={address}: Connection refused"
+    ]
+    assert time.monotonic() - started < 60  # Ray alone would retry for minutes
