@@ -112,7 +112,12 @@ class RayPipelineExecutor(PipelineExecutor):
         except RunStartError:
             _remove_if_empty(self.run_path)
             raise
-        driver = _Driver(ray, self.config, dead_letters, self._env_vars)
+        try:
+            driver = _Driver(ray, self.config, dead_letters, self._env_vars)
+        except Exception as exc:  # a worker class or params Ray cannot send to an actor, say
+            dead_letters.close()
+            _remove_if_empty(self.run_path)
+            raise RunStartError(f"the stages cannot start on Ray: {one_line(describe(exc), 500)}") from None
         self._stages = driver.stages  # what PipelineExecutor's report and outcome read
         self._monitor = driver  # type: ignore[assignment]  # the same: crash and queue_peak()
         started, self._started_at = time.monotonic(), utc_now()

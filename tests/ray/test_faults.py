@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+import threading
 import time
 
 import psutil
@@ -69,3 +70,18 @@ def test_a_stage_whose_actors_all_die_ends_with_exit_1_and_dead_letters(run_on_r
     assert {e["kind"] for e in entries} <= {"failed", "lost"} and all(e["stage"] == "Fetch" for e in entries)
     assert fetch.failed + fetch.lost == 60 and fetch.failed >= 1
     assert written(sink) == []
+
+
+def test_params_ray_cannot_send_to_an_actor_stop_the_run_before_it_starts(ray_cluster, tmp_path):
+    from engine import PipelineConfig, QueueConfig, RunStartError, StageConfig
+    from ray_executor import RayPipelineExecutor
+    from tests.ray import workers
+
+    config = PipelineConfig(
+        queues={"Items": QueueConfig("Items")},
+        stages=(StageConfig("Numbers", workers.Numbers, input_values=(3,), output_queues=("Items",)),
+                StageConfig("Fetch", workers.Fetch, input_queue="Items", params={"delay": threading.Lock()})),
+    )
+    with pytest.raises(RunStartError, match=r"^the stages cannot start on Ray: .*lock"):
+        RayPipelineExecutor(config, run_dir=tmp_path / "runs").run()
+    assert list((tmp_path / "runs").iterdir()) == []  # no run directory left behind
