@@ -59,6 +59,7 @@ environment (read from .env.local at the repository root; variables already set 
   POSTGRES_HOST, POSTGRES_PORT, POSTGRES_USER, POSTGRES_PASSWORD, POSTGRES_DB
                       an external PostgreSQL, used when DATABASE_URL is not set
   (neither set: an embedded PostgreSQL with its data in .pgdata/)
+  RAY_ADDRESS         the Ray cluster --executor ray runs on (unset: a local runtime for the run)
 
 exit codes:
   0    done: no more items failed or were lost than max_failures allows (default 0)
