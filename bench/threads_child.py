@@ -3,9 +3,12 @@
 ``python -m bench.threads_child --threads W --items N --delay S`` runs a source
 of N items, a stage of W threads that each spend S seconds per item (a
 stand-in for a request), and a one-thread sink, in a fresh process (so each W
-starts from the same memory and no threads of an earlier run). It prints one
-JSON line: seconds from ``run()`` to the first status and to the first item,
-from the last item to the end of ``run()``, in all; this process's peak
+starts from the same memory and no threads of an earlier run). Threads start on
+demand, so with N = W items and S longer than starting them all, each of the W
+threads takes one item. It prints one JSON line: seconds from ``run()`` to the
+first status, to the first item begun and to the last item begun (every thread
+running), from the last item done to the end of ``run()``, in all; the threads
+that took items; this process's peak
 resident set (``VmHWM``) and peak virtual size (``VmPeak``: thread stacks are
 reserved there, mostly never touched) in KiB. ``--stack-kib`` sets
 ``threading.stack_size`` first, to see what a smaller stack saves.
@@ -30,18 +33,26 @@ from engine import PipelineConfig, PipelineExecutor, QueueConfig, StageConfig, S
 
 
 class Clock:
-    """When the first and the last item were handled (shared by the threads of one stage)."""
+    """When items began and ended, and in which threads (shared by the threads of one stage)."""
 
     def __init__(self) -> None:
-        self.first: float | None = None
-        self.last = 0.0
-        self._lock = threading.Lock()  # every worker thread writes both
+        self.first: float | None = None  # the first item begun
+        self.last_begun = 0.0
+        self.last = 0.0  # the last item done
+        self.threads: set[int] = set()
+        self._lock = threading.Lock()  # every worker thread writes them
 
-    def seen(self) -> None:
+    def begun(self) -> None:
         now = time.monotonic()
         with self._lock:
             if self.first is None:
                 self.first = now
+            self.last_begun = max(self.last_begun, now)
+            self.threads.add(threading.get_ident())
+
+    def done(self) -> None:
+        now = time.monotonic()
+        with self._lock:
             self.last = max(self.last, now)
 
 
@@ -53,8 +64,9 @@ class Timed:
         self.clock = clock
 
     def process(self, item: Any) -> list[Any]:
+        self.clock.begun()
         time.sleep(self.delay)
-        self.clock.seen()
+        self.clock.done()
         return [item]
 
 
@@ -99,6 +111,8 @@ def measure(threads: int, items: int, delay: float) -> dict[str, Any]:
         "delay": delay,
         "first_status_seconds": round(first_status[0] - started, 3),
         "first_item_seconds": round(clock.first - started, 3),
+        "all_running_seconds": round(clock.last_begun - started, 3),
+        "threads_used": len(clock.threads),
         "last_item_to_end_seconds": round(ended - clock.last, 3),
         "seconds": round(ended - started, 3),
         "peak_rss_kib": peak_rss_kib(),
@@ -110,7 +124,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.threads_child")
     parser.add_argument("--threads", type=int, required=True)
     parser.add_argument("--items", type=int, default=400)
-    parser.add_argument("--delay", type=float, default=0.01)
+    parser.add_argument("--delay", type=float, default=2.0)
     parser.add_argument("--stack-kib", type=int, default=0, help="threading.stack_size in KiB (0: the default)")
     args = parser.parse_args()
     if args.stack_kib:

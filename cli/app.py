@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib
 import json
 import logging
 import os
@@ -12,6 +13,7 @@ import subprocess
 import sys
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any
@@ -21,10 +23,12 @@ from rich.console import Console
 from rich.logging import RichHandler
 from sqlalchemy.engine import make_url
 
+from cli import serve
 from cli.display import LiveView, render_summary
 from cli.metrics import MetricsError, MetricsServer
 from cli.ray_run import ray_executor
 from cli.retry_log import RetryLog
+from cli.runs import runs_count
 from cli.price_server import PriceServerError, private_price_server
 from engine import (
     PipelineConfig,
@@ -40,6 +44,8 @@ from engine.monitor import log_statuses
 from engine.replay import Replay, ReplayError, read_replay
 from engine.report import EXIT_CONFIG, EXIT_INTERRUPTED, EXIT_OK, EXIT_STAGE_DIED
 from engine.text import cut, describe
+from service.history import prune_runs
+from service.timeline import TimelineRecorder
 from yaml_reader import YamlPipelineExecutor
 
 if TYPE_CHECKING:
@@ -99,20 +105,41 @@ def _terminate_as_interrupt() -> Any:
     return signal.signal(signal.SIGTERM, interrupt)
 
 
+# Subcommands, by their first argument: each module has add_arguments(parser) and run(args) -> exit code.
+_SUBCOMMANDS = {
+    "serve": ("cli.serve", "run the pipeline on a schedule (--every), with /metrics and the dashboard"),
+    "runs": ("cli.runs", "list the past runs: when, pipeline, outcome, counts, duration, dead letters"),
+}
+
+
 def _main(argv: list[str] | None) -> int:
     load_dotenv(REPO_ROOT / ".env.local", override=False)
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] in _SUBCOMMANDS:
+        return _subcommand(argv[0], argv[1:])
     args = _parse_args(argv)
     console = Console(stderr=True)
     live = args.progress and console.is_terminal
     _configure_logging(args.log_level, console if live else None)
+    return _one_line_errors(lambda: _command(args, console, live))
+
+
+def _command(args: argparse.Namespace, console: Console, live: bool) -> int:
+    if args.every is not None:
+        return serve.run(args)
+    if args.show_db:
+        return _show_db()
+    if args.psql:
+        return _psql()
+    if args.check:
+        return _check(args.pipeline)
+    return _run(args, console, live)
+
+
+def _one_line_errors(command: Callable[[], int]) -> int:
+    """``command()``'s exit code; a Ctrl+C it lets through, or a bug, is one line (130, 1), never a traceback."""
     try:
-        if args.show_db:
-            return _show_db()
-        if args.psql:
-            return _psql()
-        if args.check:
-            return _check(args.pipeline)
-        return _run(args, console, live)
+        return command()
     except KeyboardInterrupt:  # before the pipeline started, or while it shut down
         print("interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
@@ -122,13 +149,52 @@ def _main(argv: list[str] | None) -> int:
         return EXIT_STAGE_DIED
 
 
+def _subcommand(name: str, argv: list[str]) -> int:
+    """``python main.py NAME ...``: parse the subcommand's own options and run it (one line on any error)."""
+    module_name, description = _SUBCOMMANDS[name]
+    module = importlib.import_module(module_name)
+    parser = argparse.ArgumentParser(prog=f"python main.py {name}", description=description)
+    module.add_arguments(parser)
+    args = parser.parse_args(argv)
+    _configure_logging(getattr(args, "log_level", "INFO"), None)
+    return _one_line_errors(lambda: module.run(args))
+
+
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python main.py",
         description="Run a threaded scraping pipeline described in a YAML file.",
-        epilog=_EPILOG,
+        epilog=_EPILOG + "\nsubcommands (python main.py NAME -h for their options):\n" + "".join(
+            f"  {name:<19} {description}\n" for name, (_, description) in _SUBCOMMANDS.items()),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    add_run_arguments(parser)
+    parser.add_argument("--replay", metavar="PATH",
+                        help="a new run of the pipeline fed only with the failed, lost and interrupted items "
+                             "of a dead-letter file (runs/<id>/failed_items.jsonl), each into the stage it was bound for")
+    parser.add_argument("--show-db", action="store_true",
+                        help="say where the database is, how to open it with psql, and how many rows it holds")
+    parser.add_argument("--psql", action="store_true",
+                        help="open the database in psql (keeps the embedded PostgreSQL running meanwhile)")
+    parser.add_argument("--check", action="store_true",
+                        help="check the pipeline as a run would before it starts (the file, the workers' params, "
+                             "the price server and the database answer), print one line and exit 0 or 2; "
+                             "processes no item and makes no run directory")
+    serve.add_service_arguments(parser)
+    args = parser.parse_args(argv)
+    if args.every is not None:
+        clash = [o for o, on in (("--replay", args.replay), ("--show-db", args.show_db), ("--psql", args.psql),
+                                 ("--check", args.check)) if on]
+        if clash:
+            parser.error(f"--every runs the pipeline on a schedule; it cannot be combined with {clash[0]}")
+    elif args.dashboard_port is not None or args.dashboard_host is not None or not args.dashboard:
+        parser.error("the dashboard options go with --every (a single run serves no dashboard; "
+                     "python main.py dashboard serves one alone)")
+    return args
+
+
+def add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of a run that ``serve`` shares: the pipeline, logging, failures allowed, metrics, run directories."""
     parser.add_argument("--pipeline", metavar="PATH", help="pipeline file (default: $PIPELINE_LOCATION)")
     parser.add_argument("--log-level", default="INFO", type=str.upper,
                         choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="log detail (default INFO)")
@@ -143,7 +209,8 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     allowance.add_argument("--strict", dest="max_failures", action="store_const", const=MaxFailures(0),
                            help="the same as --max-failures 0: exit 4 if any item failed or was lost")
     parser.add_argument("--metrics-port", type=int, metavar="PORT",
-                        help="serve Prometheus metrics at http://HOST:PORT/metrics while the run lasts")
+                        help="serve Prometheus metrics at http://HOST:PORT/metrics while the run lasts "
+                             "(with --every: while the service lasts, with the last run's outcome)")
     parser.add_argument("--metrics-host", default="127.0.0.1", metavar="HOST",
                         help="the address --metrics-port listens on (default 127.0.0.1: this machine only)")
     parser.add_argument("--executor", choices=EXECUTORS,
@@ -151,18 +218,12 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
                              "else a local Ray runtime); overrides executor in the pipeline file (default there: threads)")
     parser.add_argument("--run-dir", default="runs", metavar="DIR",
                         help="where each run's directory (with failed_items.jsonl) goes (default: runs/)")
-    parser.add_argument("--replay", metavar="PATH",
-                        help="a new run of the pipeline fed only with the failed, lost and interrupted items "
-                             "of a dead-letter file (runs/<id>/failed_items.jsonl), each into the stage it was bound for")
-    parser.add_argument("--show-db", action="store_true",
-                        help="say where the database is, how to open it with psql, and how many rows it holds")
-    parser.add_argument("--psql", action="store_true",
-                        help="open the database in psql (keeps the embedded PostgreSQL running meanwhile)")
-    parser.add_argument("--check", action="store_true",
-                        help="check the pipeline as a run would before it starts (the file, the workers' params, "
-                             "the price server and the database answer), print one line and exit 0 or 2; "
-                             "processes no item and makes no run directory")
-    return parser.parse_args(argv)
+    parser.add_argument("--keep-runs", type=runs_count, default=DEFAULT_KEEP_RUNS, metavar="N",
+                        help="after each run, remove the oldest run directories beyond the newest N "
+                             f"(default {DEFAULT_KEEP_RUNS}; only directories runs made)")
+
+
+DEFAULT_KEEP_RUNS = 100
 
 
 def _max_failures(text: str) -> MaxFailures:
@@ -222,11 +283,27 @@ def _run(args: argparse.Namespace, console: Console, live: bool) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     try:
-        env = None if server is None else {**os.environ, "PRICE_SERVER_URL": server.url}
-        return _run_pipeline(args, console, live, path, env, replay)
+        return _run_pipeline(args, console, live, path, run_env(server), replay)
     finally:
         if server is not None:
             server.stop()
+
+
+def open_pipeline(option: str | None) -> tuple[Path, PipelineConfig, ServerProcess | None]:
+    """The pipeline file a run would use, its config (checked), and the private price server it needs
+    (started), or None.
+
+    Raises :class:`PipelineConfigError` or :class:`PriceServerError` with one line. The caller stops the server.
+    """
+    path = _pipeline_path(option)
+    config = load_pipeline(path)
+    config.check()  # a file that cannot run is reported before a server is started for it
+    return path, config, _price_server_for(path)
+
+
+def run_env(server: ServerProcess | None) -> dict[str, str] | None:
+    """The environment a run's ``${VAR}`` values come from: this process's, with the private price server's URL."""
+    return None if server is None else {**os.environ, "PRICE_SERVER_URL": server.url}
 
 
 def _check(option: str | None) -> int:
@@ -265,6 +342,28 @@ def _price_server_for(path: Path) -> ServerProcess | None:
     return private_price_server(os.environ.get("PRICE_SERVER_URL")) if uses_price_server else None
 
 
+@dataclass(frozen=True)
+class RunHooks:
+    """How a service (``serve``) takes part in each run of its pipeline.
+
+    ``on_start`` is given the executor before it runs; the service then handles the signals
+    (the run installs no handler of its own). ``on_end`` hears how the run ended: its report,
+    or None and the one line saying why it could not start.
+    """
+
+    metrics: MetricsServer | None = None  # already serving, for the whole service: the run only feeds it
+    on_status: tuple[Callable[[list[StageStatus]], None], ...] = ()  # more status callbacks
+    on_start: Callable[[YamlPipelineExecutor], None] | None = None
+    on_end: Callable[[YamlPipelineExecutor | None, RunReport | None, str | None], None] | None = None
+
+
+def run_pipeline(
+    args: argparse.Namespace, path: Path, env: dict[str, str] | None, hooks: RunHooks
+) -> int:
+    """One run of a service's pipeline, with plain log lines: see :func:`_run_pipeline`."""
+    return _run_pipeline(args, Console(stderr=True), False, path, env, hooks=hooks)
+
+
 def _run_pipeline(
     args: argparse.Namespace,
     console: Console,
@@ -272,11 +371,16 @@ def _run_pipeline(
     path: Path,
     env: dict[str, str] | None,
     replay: Replay | None = None,
+    hooks: RunHooks = RunHooks(),
 ) -> int:
-    metrics = None if args.metrics_port is None else MetricsServer(args.metrics_host, args.metrics_port)
+    """Run the pipeline once: show it, write report.json and timeline.jsonl, prune old runs; the exit code."""
+    own_metrics = hooks.metrics is None and args.metrics_port is not None
+    metrics = MetricsServer(args.metrics_host, args.metrics_port) if own_metrics else hooks.metrics
+    executor: YamlPipelineExecutor | None = None
     try:
         view = LiveView(console, path.stem) if live else None
-        callbacks = [view.update if view else log_statuses, RetryLog(), *([metrics.update] if metrics else [])]
+        callbacks = [view.update if view else log_statuses, RetryLog(), *([metrics.update] if metrics else []),
+                     TimelineRecorder(lambda: executor.run_path if executor else None), *hooks.on_status]
         options: dict[str, Any] = dict(
             run_dir=args.run_dir, max_failures=args.max_failures,
             on_status=_each(callbacks), replay=replay.items if replay else None,
@@ -287,22 +391,22 @@ def _run_pipeline(
         else:
             executor = YamlPipelineExecutor(path, env=env, **options)
     except (PipelineConfigError, RunStartError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_CONFIG
+        return _cannot_start(hooks, None, str(exc))
 
     for line in replay.describe() if replay else ():
         log.info("%s", line)
-    previous = _handle_interrupts(executor, view.interrupted if view else None)
+    if hooks.on_start is not None:
+        hooks.on_start(executor)
+    previous = _handle_interrupts(executor, view.interrupted if view else None) if hooks.on_start is None else {}
     try:
-        with metrics or contextlib.nullcontext():  # /metrics is served while the run lasts
+        with metrics if own_metrics else contextlib.nullcontext():  # /metrics is served while the run lasts
             if view is not None:
                 with view:
                     report = executor.run()
             else:
                 report = executor.run()
     except (RunStartError, MetricsError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_CONFIG
+        return _cannot_start(hooks, executor, str(exc))
     except BaseException:
         _print_run_dir(executor)  # whatever ended the run, say where what it left is
         raise
@@ -316,7 +420,17 @@ def _run_pipeline(
         print(f"to run the items not started or failed again: python main.py --pipeline {path} "
               f"--replay {report.dead_letter_path}", file=sys.stderr)
     _print_run_dir(executor)
+    prune_runs(Path(args.run_dir), args.keep_runs, protect=[executor.run_path])
+    if hooks.on_end is not None:
+        hooks.on_end(executor, report, None)
     return report.exit_code
+
+
+def _cannot_start(hooks: RunHooks, executor: YamlPipelineExecutor | None, reason: str) -> int:
+    print(f"error: {reason}", file=sys.stderr)
+    if hooks.on_end is not None:
+        hooks.on_end(executor, None, reason)
+    return EXIT_CONFIG
 
 
 def _write_report(path: Path, report: RunReport) -> None:

@@ -129,7 +129,7 @@ class PipelineExecutor:
                 raise RuntimeError("a PipelineExecutor runs once; make a new one")
             self._started = True
             self._prepare_stages()
-            self.run_path = _reserve_run_dir(self.run_dir, self.config.name)
+            self.run_path = reserve_run_dir(self.run_dir, self.config.name)
             assert self.dead_letter_path is not None
             dead_letters = DeadLetterFile(self.dead_letter_path, on_broken=self._dead_letters_broken)
             try:
@@ -140,19 +140,19 @@ class PipelineExecutor:
             wake = threading.Event()
             stages, queues = self._build(dead_letters, wake)
             self._stages = stages
-            # The monitor reports while thousands of threads start; it supervises once the run is open.
+            # The monitor reports while the first threads start; it supervises once the run is open.
             self._monitor = Monitor(stages, queues, wake, self.config.monitor_interval, self._on_status)
             started, self._started_at = time.monotonic(), utc_now()
             self._start_threads(stages, dead_letters)
-            log.info("pipeline %s: starting %d stages, %d threads", self.config.name, len(stages),
+            log.info("pipeline %s: starting %d stages, up to %d threads", self.config.name, len(stages),
                      sum(stage.config.instances for stage in stages))
             for line in filter(None, (source_warning(stage.config) for stage in stages)):
                 log.warning("%s", line)
             if self._interrupts:
                 self._apply_interrupts()
         try:
-            # Nothing stands between the threads starting and the run opening: no item is queued (so no
-            # worker built) before every thread has started, so a refused thread cancels a run that did nothing.
+            # No item is queued (so no worker built) before each stage's first thread has started, so a
+            # refused thread cancels a run that did nothing. The other threads start on demand.
             self._open(stages)
             self._monitor.open()
             self._wait()
@@ -206,7 +206,7 @@ class PipelineExecutor:
         return "interrupted again: already stopping"
 
     def _start_threads(self, stages: list[Stage], dead_letters: DeadLetterFile) -> None:
-        """Start the monitor, then every thread; no item is queued yet.
+        """Start the monitor, then each stage's first thread (the others start on demand); no item is queued yet.
 
         If the system refuses a thread (:class:`RunStartError`), or anything else cuts the start
         short (re-raised), every thread started ends without taking an item and nothing is left.
@@ -233,8 +233,7 @@ class PipelineExecutor:
                     f"the pipeline cannot start: the system refused its monitor thread ({describe(exc)})"
                 ) from None
             raise RunStartError(
-                f"stage {stage.name} cannot start: the system refused thread {len(stage.threads()) + 1} of "
-                f"{stage.config.instances} ({describe(exc)}); lower its instances"
+                f"stage {stage.name} cannot start: the system refused its first thread ({describe(exc)})"
             ) from None
 
     def _warn_idle_threads(self) -> None:
@@ -266,7 +265,7 @@ class PipelineExecutor:
         _prepare_stages(self.config)
 
     def _build(self, dead_letters: DeadLetterFile, wake: threading.Event) -> tuple[list[Stage], list[StageQueue]]:
-        """The queues, empty, and the stages; :meth:`_open` queues the first items once every thread has started."""
+        """The queues, empty, and the stages; :meth:`_open` queues the first items once the first threads have started."""
         queues = {name: StageQueue(name, q.maxsize) for name, q in self.config.queues.items()}
         stages: list[Stage] = []
         all_queues = list(queues.values())
@@ -446,7 +445,7 @@ def _prepare_stages(config: PipelineConfig) -> None:
             raise StageSetupError(f"stage {stage.name} cannot start: {text}") from exc
 
 
-def _reserve_run_dir(root: Path, name: str) -> Path:
+def reserve_run_dir(root: Path, name: str) -> Path:
     """Make a new directory under ``root`` for this run, never one another run has (even at the same time)."""
     stem = f"{dt.datetime.now():%Y%m%d-%H%M%S.%f}-{_dir_safe(name)}"
     try:

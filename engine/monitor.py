@@ -1,7 +1,7 @@
 """The monitor thread: supervision, poison pills, and the live status of every stage.
 
 It starts before the worker threads and reports their start-up; it supervises
-once the run is open (every thread started, the first items queued). It is the
+once the run is open (each stage's first thread started, the first items queued). It is the
 only thread that puts pills, and it puts them into a queue only when every
 thread of every stage writing into that queue has ended: one pill per consumer
 thread still running, after the last item, all in one batch (pills may go past
@@ -171,6 +171,8 @@ class Monitor(threading.Thread):
                 self._stop_upstream(stage, f"stopped because {stage.dead_reason}")
         for autoscaler in self._autoscalers:  # instances: auto; after supervise, before the pills
             autoscaler.tick()
+        for stage in self.stages:
+            stage.grow()  # a safety net: threads and producers start threads as items come
         self._drain_abandoned()
         for stage_queue in self.queues:
             self._send_pills(stage_queue)
@@ -189,8 +191,7 @@ class Monitor(threading.Thread):
             if not all(producer.finished for producer in stage_queue.producers):
                 return
             assert stage_queue.consumer is not None
-            # One per consumer thread running; a restarted thread takes the pill of the one it replaced.
-            stage_queue.pills_owed = stage_queue.consumer.pills_needed()
+            stage_queue.consumer.count_pills()  # one per consumer thread running
         if stage_queue.pills_owed:
             stage_queue.queue.put_sentinels(PILL, stage_queue.pills_owed)  # one batch, past maxsize if need be
             stage_queue.pills_owed = 0

@@ -7,8 +7,12 @@ flags again: a safety net, long enough that idle threads cost next to nothing.
 
 Costs per thread are O(1): a thread that ends reports itself to its stage
 (:meth:`Stage.supervise` looks only at those), counts of ended threads are
-folded into the stage's totals once, and pills go in as one batch. A thread
-builds its worker on its first item, so threads that never get one cost no worker.
+folded into the stage's totals once, and pills go in as one batch.
+
+Threads start on demand, as ``ThreadPoolExecutor``'s do: a stage starts with one,
+and starts more, up to ``instances``, while items wait and no thread is idle to take
+them (see :meth:`Stage.grow`). ``instances: 5000`` over 400 items starts about 400
+threads, and a thread builds its worker on its first item.
 """
 
 from __future__ import annotations
@@ -44,8 +48,7 @@ def poll_seconds(threads: int) -> float:
     return max(POLL_SECONDS, threads / _WAKEUPS_PER_SECOND)
 
 
-_STARTERS = 4  # threads that start a stage's threads together (see _start_all)
-_THREADS_PER_STARTER = 100  # a stage of fewer threads than this is started by one
+_FIRST_THREADS = 1  # threads a stage starts with; the rest start on demand (see Stage.grow)
 _CHUNK = 64  # most items moved under one lock acquisition
 _CHEAP_ITEM_SECONDS = 0.0002  # items faster than this travel in chunks
 _MAX_BUFFER_SECONDS = 0.05  # longest an output waits in a thread's buffer
@@ -91,6 +94,8 @@ class StageQueue:
         done = 0
         while self.abandoned is None:
             done += self.queue.put_many(items, done, timeout=poll)
+            if self.consumer is not None:
+                self.consumer.grow()  # the items may need more threads than are idle
             if done == len(items):
                 return []
         return items[done:]
@@ -171,9 +176,12 @@ class Stage:
         self._ended: deque[_Slot] = deque()  # threads that ended, for supervise(); append/popleft are atomic
         self._retired = _Tally()  # the counts of every thread supervise() has handled
         self._last_death: BaseException | None = None
-        # Threads are added by the thread that starts the run and, for restarts, by the monitor.
+        # Threads are added by the thread that starts the run, by threads and producers that find
+        # items waiting (grow), and by the monitor (restarts, resizes); the pill count is taken under it too.
         self._spawn_lock = threading.Lock()
-        self._started = False  # start() has started every thread
+        self._started = False  # start() has started the first threads
+        self._pool = 0  # threads started to make up the pool (restarts not counted; retired ones taken off)
+        self._refused: str | None = None  # why the system refused a thread on demand: grow no more
         # Every thread counts itself in and out of _busy_threads, a chunk at a time.
         self._busy_lock = threading.Lock()
         self._busy_threads = 0
@@ -257,16 +265,40 @@ class Stage:
     # -- control ---------------------------------------------------------------
 
     def start(self) -> None:
-        """Start every thread; each waits for its first item (nothing is queued yet) before it builds its worker.
+        """Start the first thread(s); each waits for its first item (nothing is queued yet) before it builds its worker.
 
-        Raises ``RuntimeError`` if the system refuses a thread (the threads
-        started so far then end by themselves once :meth:`cancel` is called).
+        The others start on demand (:meth:`grow`). Raises ``RuntimeError`` if the system
+        refuses a thread (those started so far end by themselves once :meth:`cancel` is called).
         """
         self.started_at = time.monotonic()
         with self._spawn_lock:
-            slots = [self._add_slot() for _ in range(self.config.instances)]
-        _start_all([slot.thread for slot in slots if slot.thread is not None])
+            slots = [self._add_slot() for _ in range(min(self.config.instances, _FIRST_THREADS))]
+            self._pool = len(slots)
+        for slot in slots:
+            assert slot.thread is not None
+            slot.thread.start()
         self._started = True
+
+    def grow(self) -> None:
+        """Start threads for the items waiting that no idle thread will take, up to ``target`` in the pool.
+
+        Called by a thread that has just taken items, by producers after they put some, and
+        on every monitor tick; cheap once the pool is full. Threads that died are not replaced
+        here (restarts are the monitor's, within ``max_restarts``). Once the input's pills are
+        counted, each thread started is owed one more, and gets it here.
+        """
+        if self._pool >= self.target or self._refused is not None or not self._started or self.stop_event.is_set():
+            return
+        idle = len(self._running) - self._busy_threads
+        wanted = min(self.target - self._pool, self.input.queue.waiting() - idle)
+        if wanted <= 0 or not self._spawn_lock.acquire(blocking=False):
+            return  # nothing to do, or another thread is starting threads now and will see the same
+        try:
+            for _ in range(min(wanted, self.target - self._pool)):
+                if self.stop_event.is_set() or not self._start_on_demand():
+                    break
+        finally:
+            self._spawn_lock.release()
 
     def cancel(self) -> None:
         """Before any item is queued: every thread ends without taking one (so without building its worker)."""
@@ -298,8 +330,6 @@ class Stage:
             self._last_death = slot.error
             if self.restarts < self.config.max_restarts and not slot.retiring and not self.stop_event.is_set():
                 self.restarts += 1
-                if slot.took_pill and self.input.pills_owed is not None:
-                    self.input.pills_owed += 1  # it died holding its pill; the monitor sends the new thread one
                 log.warning(
                     "%s: restarting a thread that died (%s/%s): %s",
                     self.name, self.restarts, self.config.max_restarts, describe(slot.error),
@@ -322,33 +352,37 @@ class Stage:
     # -- instances: auto (see engine.autoscale); called from the monitor thread only -----
 
     def resize(self, target: int) -> None:
-        """Grow or shrink the pool to ``target`` threads: new threads start at once, and
+        """Grow or shrink the pool to ``target`` threads: new threads start for the items waiting, and
         retiring ones end after the item in hand (closing their worker; never restarted).
 
-        Once the pills of the input queue are counted, each new thread is owed one more,
-        as a restarted thread is; a retiring thread that ends without its pill leaves one
-        over, which the monitor drains.
+        Growth starts threads as :meth:`grow` does, for the items waiting. A retiring
+        thread that ends without its pill leaves one over, which the monitor drains.
         """
-        if target > self.target:
-            if self.input.pills_owed is not None:  # pills are counted already: one more per new thread
-                self.input.pills_owed += target - self.target
-            for _ in range(target - self.target):
-                self._spawn()
-        else:
-            excess = self.target - target
-            for slot in reversed(self._live()):  # the newest first
-                if excess == 0:
-                    break
-                if slot.outcome == RUNNING and not slot.retiring:
-                    slot.retiring = True
-                    excess -= 1
+        grown = target > self.target
+        if not grown:
+            with self._spawn_lock:  # _pool is also counted up by threads starting others
+                excess = self._pool - target
+                for slot in reversed(self._live()):  # the newest first
+                    if excess <= 0:
+                        break
+                    if slot.outcome == RUNNING and not slot.retiring:
+                        slot.retiring = True
+                        self._pool -= 1
+                        excess -= 1
         self.target = target
         self.peak = max(self.peak, target)
+        if grown:
+            self.grow()  # threads for the items waiting; more start as more wait
 
-    def pills_needed(self) -> int:
-        """Pills for this stage's threads: one per thread wanted, plus one per retiring thread still
-        running (it may take one before it sees that it retires; a pill left over is drained)."""
-        return self.target + sum(1 for s in self._live() if s.retiring and s.outcome == RUNNING)
+    def count_pills(self) -> None:
+        """Called by the monitor once every producer of the input is done: owe one pill per thread running.
+
+        A retiring thread counts (it may take one before it sees that it retires; a pill left
+        over is drained). Counted under the lock that starts threads, so a thread started on
+        demand is either counted here or given its own pill by :meth:`grow`.
+        """
+        with self._spawn_lock:
+            self.input.pills_owed = sum(1 for s in self._live() if s.outcome == RUNNING)
 
     def work_done(self) -> tuple[int, float, float]:
         """Items finished, seconds spent in process() on them, and the workers' ``overload`` count (so far)."""
@@ -392,9 +426,10 @@ class Stage:
         return slot
 
     def _spawn(self) -> None:
-        """Start one more thread (a restart); if the system refuses it, it counts as a thread that died."""
+        """Start a thread in place of one that died; if the system refuses it, it counts as a thread that died."""
         with self._spawn_lock:
             slot = self._add_slot()
+            self._owe_pill()
         assert slot.thread is not None
         try:
             slot.thread.start()
@@ -403,6 +438,32 @@ class Stage:
             slot.outcome = DIED
             self._report_end(slot)
             log.error("%s: cannot start a thread: %s", self.name, describe(exc))
+
+    def _start_on_demand(self) -> bool:
+        """Start one more thread of the pool (called with _spawn_lock held); False if the system refused it."""
+        slot = self._add_slot()
+        assert slot.thread is not None
+        try:
+            slot.thread.start()
+        except RuntimeError as exc:  # the system's limit on threads: go on with those there are
+            self.slots.pop()
+            del self._running[slot.index]
+            self._refused = describe(exc)
+            log.warning(
+                "%s: the system refused thread %d of %d (%s); the stage goes on with %d",
+                self.name, self._pool + 1, self.target, self._refused, self._pool,
+            )
+            return False
+        self._pool += 1
+        self._owe_pill()
+        return True
+
+    def _owe_pill(self) -> None:
+        # Called with _spawn_lock held, for a thread just added. Before the count (count_pills) the
+        # thread is counted with the others; after it, it needs a pill of its own. One too many
+        # (a restart whose predecessor left its pill queued) is drained like any left over.
+        if self.input.pills_owed is not None:
+            self.input.queue.put_sentinels(PILL, 1)
 
     def _run(self, slot: _Slot) -> None:
         outcome = DIED
@@ -466,6 +527,7 @@ class Stage:
                 items.pop()
             if items:
                 self._count_busy(1)
+                self.grow()  # more items waiting than idle threads: start more, up to target
                 try:
                     limit = self._handle(slot.worker, items, slot, outputs)
                 finally:
@@ -586,41 +648,6 @@ class Stage:
             slot.counters.update(getattr(worker, "counters", None) or {})
         except Exception as exc:  # not a mapping of counts: say so, and end the thread normally
             log.error("%s: the worker's counters cannot be summed: %s", self.name, describe(exc))
-
-
-def _start_all(threads: list[threading.Thread]) -> None:
-    """Start ``threads``, from a few threads at once; raise the first ``RuntimeError`` (a refused thread).
-
-    Each start is a handshake: the starting thread waits until the new one runs. A few
-    starters overlap those waits, which on a busy machine is most of the cost. After a
-    refusal no more threads are started.
-    """
-    pending = iter(threads)  # shared by the starters: next() on a list iterator is atomic under the GIL
-    refused: list[RuntimeError] = []
-
-    def start_pending() -> None:
-        for thread in pending:
-            if refused:
-                return
-            try:
-                thread.start()
-            except RuntimeError as exc:
-                refused.append(exc)
-                return
-
-    helpers = []
-    for number in range(min(_STARTERS, len(threads) // _THREADS_PER_STARTER) - 1):
-        helper = threading.Thread(target=start_pending, name=f"thread-starter-{number}")
-        try:
-            helper.start()
-        except RuntimeError:
-            break  # fewer starters, then
-        helpers.append(helper)
-    start_pending()
-    for helper in helpers:
-        helper.join()
-    if refused:
-        raise refused[0]
 
 
 def _snapshot(counters: Any) -> dict[str, Any]:

@@ -26,6 +26,8 @@ from urllib3 import connectionpool, poolmanager
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.exceptions import ConnectTimeoutError
 
+from workers.http_wire import HTTPResponse
+
 
 class Deadline:
     """When the request in progress must be over (``math.inf``: no request in progress).
@@ -100,7 +102,7 @@ class _DeadlineConnection:
 
     def response_class(self, sock: socket.socket, *args: Any, **kwargs: Any) -> http.client.HTTPResponse:
         """http.client builds the response with ``self.response_class(sock, ...)``: read it through the deadline."""
-        return http.client.HTTPResponse(DeadlineSocket(sock, self._deadline), *args, **kwargs)
+        return HTTPResponse(DeadlineSocket(sock, self._deadline), *args, **kwargs)
 
 
 class DeadlineSocket:

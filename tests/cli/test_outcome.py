@@ -156,4 +156,5 @@ def test_a_report_that_cannot_be_written_whole_is_not_left_half_written(tmp_path
     assert "cannot write" in result.stderr and "report.json: File too large" in result.stderr
     assert "Traceback" not in result.stderr
     (run,) = (tmp_path / "runs").iterdir()
-    assert sorted(p.name for p in run.iterdir()) == ["failed_items.jsonl"]  # no half report, no partial file
+    # No half report, no partial file (the timeline, a line at a time, may have stopped at the limit).
+    assert sorted(p.name for p in run.iterdir() if p.name != "timeline.jsonl") == ["failed_items.jsonl"]

@@ -53,8 +53,9 @@ def test_exactly_one_pill_per_consumer_thread(make_executor, key):
     report = executor.run()
     assert report.ok
     sink = next(s for s in executor._stages if s.name == "Sink")
-    # Every consumer thread ended by taking a pill, and no pill is left over.
-    assert [slot.outcome for slot in sink.slots] == [DONE] * 9
+    # Every consumer thread (they start on demand, up to 9) ended by taking a pill, and no pill is left over.
+    assert 1 <= len(sink.slots) <= 9
+    assert [slot.outcome for slot in sink.slots] == [DONE] * len(sink.slots)
     assert sink.input.pills_owed == 0
     assert sink.input.queue.qsize() == 0
     assert len(workers.collected(key)) == 300

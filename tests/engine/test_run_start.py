@@ -8,7 +8,7 @@ import threading
 import pytest
 
 from engine import PipelineConfig, PipelineConfigError, PipelineExecutor, QueueConfig, StageConfig
-from engine.executor import _reserve_run_dir
+from engine.executor import reserve_run_dir
 from tests.engine import workers
 
 
@@ -44,7 +44,7 @@ def test_runs_started_in_the_same_second_get_their_own_directories(tmp_path):
 
 
 def test_a_run_directory_with_a_taken_name_gets_another(tmp_path, monkeypatch):
-    first = _reserve_run_dir(tmp_path, "p")
+    first = reserve_run_dir(tmp_path, "p")
     # The same microsecond, as on a coarse clock: the atomic mkdir sees the name is taken.
     import engine.executor as executor_module
 
@@ -54,13 +54,13 @@ def test_a_run_directory_with_a_taken_name_gets_another(tmp_path, monkeypatch):
             return executor_module.dt.datetime.strptime(first.name.split("-p")[0], "%Y%m%d-%H%M%S.%f")
 
     monkeypatch.setattr(executor_module.dt, "datetime", Frozen)
-    second, third = _reserve_run_dir(tmp_path, "p"), _reserve_run_dir(tmp_path, "p")
+    second, third = reserve_run_dir(tmp_path, "p"), reserve_run_dir(tmp_path, "p")
     assert len({first, second, third}) == 3 and second.name == first.name + "-2"
 
 
 @pytest.mark.parametrize("name", ["../../escape", "/etc/cron.d/x", "..", "a\\..\\b", "x" * 500, "\x00", ""])
 def test_the_run_directory_stays_inside_run_dir_whatever_the_name(tmp_path, name):
-    path = _reserve_run_dir(tmp_path / "runs", name)
+    path = reserve_run_dir(tmp_path / "runs", name)
     assert path.parent == tmp_path / "runs" and path.resolve().parent == (tmp_path / "runs").resolve()
     assert len(path.name) < 100
 

@@ -45,6 +45,18 @@ class Range:
             yield f"{self.tag}{number}" if self.tag else number
 
 
+class Paced:
+    """Source: an item ``[start, stop]`` yields every integer in that range, one each ``every`` seconds."""
+
+    def __init__(self, every: float) -> None:
+        self.every = every
+
+    def process(self, item: list[int]) -> Any:
+        for number in range(*item):
+            time.sleep(self.every)
+            yield number
+
+
 class Echo:
     """Passes items on, optionally after a random delay of up to ``max_delay`` seconds."""
 
@@ -358,19 +370,24 @@ class FailByKind:
 
 
 class Sort:
-    """Fails multiples of 7, counts multiples of 5 as ``no_data``, passes the rest on after ``delay`` seconds."""
+    """Fails multiples of 7, counts multiples of 5 as ``no_data``, passes the rest on after ``delay`` seconds
+    (with ``every_item``, every item takes ``delay``)."""
 
-    def __init__(self, delay: float = 0.0) -> None:
+    def __init__(self, delay: float = 0.0, every_item: bool = False) -> None:
         self.delay = delay
+        self.every_item = every_item
         self.counters: Counter[str] = Counter()
 
     def process(self, item: int) -> Any:
+        if self.every_item:
+            time.sleep(self.delay)
         if item % 7 == 0:
             raise ValueError(f"{item} is a multiple of 7")
         if item % 5 == 0:
             self.counters["no_data"] += 1
             return None
-        time.sleep(self.delay)
+        if not self.every_item:
+            time.sleep(self.delay)
         return [item]
 
 
