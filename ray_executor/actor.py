@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from engine.contract import ItemsFailed
-from engine.stage import _outputs_of
+from engine.stage import outputs_of
 from engine.text import describe
 
 
@@ -57,9 +57,9 @@ class StageActor:
         before = _counters_of(worker)
         try:
             if batch:
-                produced = _outputs_of(worker.process_batch(items), "process_batch")
+                produced = outputs_of(worker.process_batch(items), "process_batch")
             else:
-                produced = _outputs_of(worker.process(items[0]), "process")
+                produced = outputs_of(worker.process(items[0]), "process")
             result.outputs.extend(produced)
         except ItemsFailed as exc:
             _some_failed(exc, result)

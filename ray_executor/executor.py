@@ -29,7 +29,7 @@ from typing import Any
 from engine.config import PipelineConfig, StageConfig
 from engine.dead_letter import DeadLetterFile
 from engine.errors import RunStartError
-from engine.executor import PipelineExecutor, _remove_if_empty, reserve_run_dir
+from engine.executor import PipelineExecutor, remove_if_empty, reserve_run_dir
 from engine.monitor import FIRST_STATUS_SECONDS
 from engine.report import RunReport, StageStatus
 from engine.run_info import utc_now
@@ -110,13 +110,13 @@ class RayPipelineExecutor(PipelineExecutor):
         try:
             dead_letters.open()
         except RunStartError:
-            _remove_if_empty(self.run_path)
+            remove_if_empty(self.run_path)
             raise
         try:
             driver = _Driver(ray, self.config, dead_letters, self._env_vars)
         except Exception as exc:  # a worker class or params Ray cannot send to an actor, say
             dead_letters.close()
-            _remove_if_empty(self.run_path)
+            remove_if_empty(self.run_path)
             raise RunStartError(f"the stages cannot start on Ray: {one_line(describe(exc), 500)}") from None
         self._stages = driver.stages  # what PipelineExecutor's report and outcome read
         self._monitor = driver  # type: ignore[assignment]  # the same: crash and queue_peak()
