@@ -494,14 +494,14 @@ def _each(callbacks: list[Callable[[list[StageStatus]], None]]) -> Callable[[lis
 
 def _handle_interrupts(executor: YamlPipelineExecutor, on_interrupt: Callable[[int], None] | None) -> dict[int, Any]:
     """SIGINT and SIGTERM interrupt the run: gently, then fast, then at once. ``on_interrupt`` hears the count."""
-    handler = _InterruptHandler(executor, on_interrupt)
+    handler = InterruptHandler(executor, on_interrupt)
     previous: dict[int, Any] = {}
     for signum in (signal.SIGINT, signal.SIGTERM):
         previous[signum] = signal.signal(signum, handler)
     return previous
 
 
-class _InterruptHandler:
+class InterruptHandler:
     """The signal handler of a run, safe when a signal arrives while it is still handling the last one.
 
     Python may run a handler inside another (between any two bytecodes of the first), and
