@@ -24,7 +24,9 @@ from types import ModuleType
 if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench import autoscale, baseline, efficiency, engine_overhead, export, memory, scale, server_capacity, writer  # noqa: E402
+from bench import (  # noqa: E402
+    autoscale, baseline, efficiency, engine_overhead, export, memory, on_ray, scale, server_capacity, writer,
+)  # fmt: skip
 from bench.common import (  # noqa: E402
     RESULTS_DIR,
     ScenarioResult,
@@ -46,7 +48,9 @@ log = logging.getLogger("bench")
 # baseline after efficiency, whose pipeline time it reuses.
 SCENARIOS: dict[str, ModuleType] = {
     module.NAME: module
-    for module in (server_capacity, engine_overhead, memory, writer, export, efficiency, baseline, scale, autoscale)
+    for module in (
+        server_capacity, engine_overhead, memory, writer, export, efficiency, baseline, scale, autoscale, on_ray,
+    )  # fmt: skip
 }
 
 

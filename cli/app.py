@@ -27,6 +27,7 @@ from sqlalchemy.engine import make_url
 from cli import serve
 from cli.display import LiveView, render_summary
 from cli.metrics import MetricsError, MetricsServer
+from cli.ray_run import ray_executor
 from cli.retry_log import RetryLog
 from cli.runs import runs_count
 from cli.price_server import PriceServerError, private_price_server
@@ -39,7 +40,7 @@ from engine import (
     check_pipeline,
     load_pipeline,
 )
-from engine.config import MaxFailures
+from engine.config import EXECUTORS, MaxFailures
 from engine.monitor import log_statuses
 from engine.replay import Replay, ReplayError, read_replay
 from engine.report import EXIT_CONFIG, EXIT_INTERRUPTED, EXIT_OK, EXIT_STAGE_DIED
@@ -65,6 +66,7 @@ environment (read from .env.local at the repository root; variables already set 
   POSTGRES_HOST, POSTGRES_PORT, POSTGRES_USER, POSTGRES_PASSWORD, POSTGRES_DB
                       an external PostgreSQL, used when DATABASE_URL is not set
   (neither set: an embedded PostgreSQL with its data in .pgdata/)
+  RAY_ADDRESS         the Ray cluster --executor ray runs on (unset: a local runtime for the run)
 
 exit codes:
   0    done: no more items failed or were lost than max_failures allows (default 0)
@@ -220,6 +222,9 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
                              "(with --every: while the service lasts, with the last run's outcome)")
     parser.add_argument("--metrics-host", default="127.0.0.1", metavar="HOST",
                         help="the address --metrics-port listens on (default 127.0.0.1: this machine only)")
+    parser.add_argument("--executor", choices=EXECUTORS,
+                        help="what runs the stages: threads in this process, or ray (a Ray cluster: RAY_ADDRESS, "
+                             "else a local Ray runtime); overrides executor in the pipeline file (default there: threads)")
     parser.add_argument("--run-dir", default="runs", metavar="DIR",
                         help="where each run's directory (with failed_items.jsonl) goes (default: runs/)")
     parser.add_argument("--keep-runs", type=runs_count, default=DEFAULT_KEEP_RUNS, metavar="N",
@@ -387,11 +392,16 @@ def _run_pipeline(
         view = LiveView(console, path.stem) if live else None
         callbacks = [view.update if view else log_statuses, RetryLog(), *([metrics.update] if metrics else []),
                      TimelineRecorder(lambda: executor.run_path if executor else None), *hooks.on_status]
-        executor = YamlPipelineExecutor(
-            path, env=env, run_dir=args.run_dir, max_failures=args.max_failures,
+        options: dict[str, Any] = dict(
+            run_dir=args.run_dir, max_failures=args.max_failures,
             on_status=_each(callbacks), replay=replay.items if replay else None,
         )
-    except PipelineConfigError as exc:
+        config = load_pipeline(path, env)
+        if (args.executor or config.executor) == "ray":
+            executor = ray_executor(config, path, env, private_server=env is not None, **options)
+        else:
+            executor = YamlPipelineExecutor(path, env=env, **options)
+    except (PipelineConfigError, RunStartError) as exc:
         return _cannot_start(hooks, None, str(exc))
 
     for line in replay.describe() if replay else ():
@@ -486,14 +496,14 @@ def _each(callbacks: list[Callable[[list[StageStatus]], None]]) -> Callable[[lis
 
 def _handle_interrupts(executor: YamlPipelineExecutor, on_interrupt: Callable[[int], None] | None) -> dict[int, Any]:
     """SIGINT and SIGTERM interrupt the run: gently, then fast, then at once. ``on_interrupt`` hears the count."""
-    handler = _InterruptHandler(executor, on_interrupt)
+    handler = InterruptHandler(executor, on_interrupt)
     previous: dict[int, Any] = {}
     for signum in (signal.SIGINT, signal.SIGTERM):
         previous[signum] = signal.signal(signum, handler)
     return previous
 
 
-class _InterruptHandler:
+class InterruptHandler:
     """The signal handler of a run, safe when a signal arrives while it is still handling the last one.
 
     Python may run a handler inside another (between any two bytecodes of the first), and

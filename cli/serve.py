@@ -161,11 +161,11 @@ class _Service:
             self._run_handler = None
 
     def _started(self, executor: YamlPipelineExecutor) -> None:
-        from cli.app import _InterruptHandler  # cli.app imports this module
+        from cli.app import InterruptHandler  # cli.app imports this module
 
         self._name = executor.config.name
         self._live.begin(self._name, lambda: executor.run_path)
-        self._run_handler = _InterruptHandler(executor, None)
+        self._run_handler = InterruptHandler(executor, None)
         for _ in range(self._signals - 1):  # interrupted while it was being set up
             self._interrupted = True
             self._run_handler(signal.SIGINT, None)

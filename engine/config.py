@@ -52,6 +52,10 @@ AUTO_MIN_INSTANCES = 1  # default min_instances
 AUTO_MAX_INSTANCES = 1000  # default max_instances
 AUTO_START_INSTANCES = 32  # an auto pool starts here (raised to min_instances, lowered to max_instances)
 
+# ``executor:``: what runs the stages. "threads" is engine.PipelineExecutor in this process;
+# "ray" is ray_executor.RayPipelineExecutor on a Ray cluster (the same config, another engine).
+EXECUTORS = ("threads", "ray")
+
 
 @dataclass(frozen=True)
 class MaxFailures:
@@ -177,6 +181,7 @@ class PipelineConfig:
     monitor_interval: float = 1.0
     dead_letter: Path | None = None
     max_failures: MaxFailures = MaxFailures()
+    executor: str = "threads"  # one of EXECUTORS; ``python main.py --executor`` wins over it
 
     def stage(self, name: str) -> StageConfig:
         return next(s for s in self.stages if s.name == name)
@@ -196,6 +201,10 @@ class PipelineConfig:
             raise PipelineConfigError(
                 f"must be a MaxFailures, such as MaxFailures.parse('2.5%'), not {short_repr(self.max_failures)}",
                 where="max_failures",
+            )
+        if self.executor not in EXECUTORS:
+            raise PipelineConfigError(
+                f"must be one of {', '.join(EXECUTORS)}, not {short_repr(self.executor)}", where="executor"
             )
         if not self.stages:
             raise PipelineConfigError("the pipeline has no stages", where="workers")
@@ -375,7 +384,9 @@ def _suggest(word: str, choices: Any) -> str:
 # From YAML
 
 
-_PIPELINE_KEYS = ("name", "description", "queues", "workers", "monitor_interval", "dead_letter", "max_failures")
+_PIPELINE_KEYS = (
+    "name", "description", "queues", "workers", "monitor_interval", "dead_letter", "max_failures", "executor",
+)  # fmt: skip
 _QUEUE_KEYS = ("name", "description", "maxsize")
 _STAGE_KEYS = (
     "name", "description", "location", "class", "instances", "input_queue", "input_values",
@@ -452,6 +463,7 @@ def load_pipeline(
         monitor_interval=reader.positive_number("monitor_interval", 1.0),
         dead_letter=Path(dead_letter) if dead_letter else None,
         max_failures=reader.max_failures("max_failures"),
+        executor=reader.optional_text("executor") or "threads",
     )
     try:
         config.check()

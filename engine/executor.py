@@ -135,7 +135,7 @@ class PipelineExecutor:
             try:
                 dead_letters.open()
             except DeadLetterError:
-                _remove_if_empty(self.run_path)
+                remove_if_empty(self.run_path)
                 raise
             wake = threading.Event()
             stages, queues = self._build(dead_letters, wake)
@@ -225,7 +225,7 @@ class PipelineExecutor:
                 self._monitor.join()
             _join(stages)
             dead_letters.close()
-            _remove_if_empty(self.run_path)
+            remove_if_empty(self.run_path)
             if not isinstance(exc, RuntimeError):
                 raise
             if stage is None:
@@ -472,7 +472,8 @@ def _dir_safe(name: str) -> str:
     return safe or "pipeline"
 
 
-def _remove_if_empty(path: Path) -> None:
+def remove_if_empty(path: Path) -> None:
+    """Remove the directory ``path`` if nothing is in it (a run that left nothing leaves no directory)."""
     try:
         path.rmdir()
     except OSError:

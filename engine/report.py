@@ -124,6 +124,7 @@ class RunReport:
     pipeline: dict[str, str | None] = field(default_factory=dict)  # name, and file (None if not from a file)
     config_sha256: str = ""  # of the expanded config: see engine.run_info.config_hash
     version: str = ""  # "git <commit>" of the checkout, else the project's version
+    executor: str = "threads"  # what ran the stages: "threads" (engine.PipelineExecutor) or "ray"
 
     @property
     def ok(self) -> bool:

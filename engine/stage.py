@@ -593,7 +593,7 @@ class Stage:
 
     def _process(self, worker: Any, item: Any, slot: _Slot, outputs: "_Outputs") -> None:
         try:
-            for output in _outputs_of(worker.process(item), "process"):
+            for output in outputs_of(worker.process(item), "process"):
                 outputs.add(output, slot)
         except ItemsFailed as exc:  # a buffering worker may name earlier items too
             self._some_failed(exc, slot, outputs)
@@ -602,7 +602,7 @@ class Stage:
 
     def _process_batch(self, worker: Any, items: list[Any], slot: _Slot, outputs: "_Outputs") -> None:
         try:
-            for output in _outputs_of(worker.process_batch(items), "process_batch"):
+            for output in outputs_of(worker.process_batch(items), "process_batch"):
                 outputs.add(output, slot)
         except ItemsFailed as exc:
             self._some_failed(exc, slot, outputs)
@@ -689,7 +689,8 @@ class _Outputs:
                 assert target.consumer is not None and target.abandoned is not None
                 target.consumer.record_lost(output, target.abandoned)
 
-def _outputs_of(result: Any, method: str) -> Iterable[Any]:
+
+def outputs_of(result: Any, method: str) -> Iterable[Any]:
     """What a worker's ``process``/``process_batch`` returned, as outputs: None is none.
 
     A string, bytes or mapping is iterable, but a worker that returns one meant one output,

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import yaml
 
-from cli.app import _InterruptHandler
+from cli.app import InterruptHandler
 
 REPO = Path(__file__).resolve().parents[2]
 MAIN = REPO / "main.py"
@@ -318,7 +318,7 @@ class _LockingExecutor:
 def test_an_interrupt_arriving_while_the_last_is_handled_is_applied_after_it_never_inside_it():
     executor = _LockingExecutor(signals_inside=1)
     heard: list[int] = []
-    executor.handler = _InterruptHandler(executor, heard.append)  # type: ignore[arg-type]
+    executor.handler = InterruptHandler(executor, heard.append)  # type: ignore[arg-type]
     executor.handler(signal.SIGINT, None)
     assert executor.calls == 2 and heard == [1, 2]
 
@@ -332,7 +332,7 @@ def test_a_third_interrupt_arriving_while_the_second_is_handled_exits_at_once(mo
 
     monkeypatch.setattr(os, "_exit", fake_exit)
     executor = _LockingExecutor(signals_inside=0)
-    executor.handler = _InterruptHandler(executor, None)  # type: ignore[arg-type]
+    executor.handler = InterruptHandler(executor, None)  # type: ignore[arg-type]
     executor.handler(signal.SIGINT, None)
     executor._signals_inside = 1  # the third comes while the second holds the lock
     with pytest.raises(SystemExit):
