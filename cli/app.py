@@ -112,6 +112,7 @@ _SUBCOMMANDS = {
     "runs": ("cli.runs", "list the past runs: when, pipeline, outcome, counts, duration, dead letters"),
     "export": ("cli.export", "write the stored prices as csv, jsonl or parquet"),
     "db": ("cli.db", "where the pipeline stores prices, and what it holds (the same as --show-db)"),
+    "dashboard": ("cli.dashboard", "the web dashboard alone, over a run directory and the stored prices"),
 }
 
 
@@ -128,6 +129,7 @@ def _main(argv: list[str] | None) -> int:
 
 
 def _command(args: argparse.Namespace, console: Console, live: bool) -> int:
+    """``python main.py [options]``: a run, a schedule of runs, or one of the database options."""
     if args.every is not None:
         return serve.run(args)
     if args.show_db:

@@ -23,7 +23,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from store.schema import as_utc, price_table
 from store.target import PriceStore
 from workers.database import DatabaseUnavailable, first_line, mask_url
-from workers.postgres_connection import DatabaseTimeout, DatabaseTimeouts, bounded, engine_for
+from workers.postgres_connection import DatabaseTimeout, DatabaseTimeouts, bounded, engine_for, live_connection
 from workers.records import PriceRecord
 
 CONNECT_TIMEOUT = 5.0  # seconds to open a connection
@@ -171,7 +171,7 @@ def _engine(store: PriceStore) -> Engine:
 def _connection(store: PriceStore) -> Iterator[Connection]:
     """A connection to ``store``'s database; any database error leaving the block becomes DatabaseUnavailable."""
     try:
-        conn = _engine(store).connect()
+        conn = live_connection(_engine(store), CALL_TIMEOUT)
     except (SQLAlchemyError, DatabaseTimeout) as exc:
         raise DatabaseUnavailable(f"cannot reach {mask_url(store.url)}: {first_line(exc)}") from exc
     try:

@@ -27,6 +27,7 @@ from typing import Any
 
 from sqlalchemy import create_engine
 from sqlalchemy.engine import Connection, Engine, make_url
+from sqlalchemy.exc import DBAPIError
 
 from workers.database import mask_url
 
@@ -110,6 +111,30 @@ def engine_for(url: str, pool_size: int, timeouts: DatabaseTimeouts) -> Engine:
             _engines[key] = engine
             log.info("database engine for %s (pool %d)", mask_url(url), pool_size)
         return engine
+
+
+def live_connection(engine: Engine, seconds: float) -> Connection:
+    """A connection of ``engine``'s pool that answers (a ``SELECT 1`` within ``seconds``).
+
+    Pooled connections outlive a database restart (a service runs for days); the first one taken
+    after it would fail whatever it is used for. The failed ``SELECT 1`` marks the pool's
+    connections invalid, so the one taken instead is new. Errors other than a dead connection
+    are raised as they are.
+    """
+    conn = engine.connect()
+    try:
+        with bounded(conn, seconds, "checking the connection"):
+            conn.exec_driver_sql("SELECT 1")
+            conn.rollback()  # the caller begins its own transaction
+        return conn
+    except DBAPIError as exc:
+        conn.close()
+        if not exc.connection_invalidated:
+            raise
+    except BaseException:
+        conn.close()
+        raise
+    return engine.connect()
 
 
 @contextmanager

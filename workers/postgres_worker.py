@@ -40,7 +40,7 @@ from workers.database import (
     resolve_database_url,
 )
 from store.schema import COLUMNS, DEFAULT_TABLE, KEY_COLUMNS, VALUE_COLUMNS, as_utc, check_table_name, price_table
-from workers.postgres_connection import DatabaseTimeout, DatabaseTimeouts, bounded, engine_for
+from workers.postgres_connection import DatabaseTimeout, DatabaseTimeouts, bounded, engine_for, live_connection
 from workers.records import PriceRecord
 from workers.validation import check_price
 
@@ -141,7 +141,7 @@ class PostgresWorker:
         writer = cls(**params)
         url = writer._url
         try:
-            with writer._engine.connect() as conn, bounded(
+            with live_connection(writer._engine, writer._timeouts.attempt_timeout) as conn, bounded(
                 conn, writer._timeouts.attempt_timeout, f"creating the {writer._table.name} table"
             ):
                 _ensure_table(url, writer._table, conn)
