@@ -10,7 +10,8 @@ for servers:
   or by half when ``HEAVY_OVERLOAD`` of the window's answers were overload;
 - *latency* (the engine's own time per item in ``process()``) above
   ``TOLERANCE`` times the lowest seen recently shrinks it in proportion
-  (the gradient: back to where latency was within the tolerance);
+  (the gradient: back to where latency was within the tolerance), by at most
+  ``LATENCY_SHRINK`` per window;
 - otherwise it grows while growing pays: doubling at first (slow start), then
   by a quarter (from when latency passes ``SLOW_START_TOLERANCE`` times the
   lowest), then by an eighth once overload has been seen (pausing
@@ -44,11 +45,12 @@ log = logging.getLogger(__name__)
 
 BACKOFF = 0.8  # the pool after an overload signal, as a fraction of what it was
 HEAVY_OVERLOAD = 0.1  # when at least this share of a window's answers are overload signals, the pool is halved
-TOLERANCE = 1.5  # latency may grow to this multiple of the lowest recent latency before the pool shrinks
+TOLERANCE = 1.3  # latency may grow to this multiple of the lowest recent latency before the pool shrinks
+LATENCY_SHRINK = 0.75  # the most one window of high latency shrinks the pool (a CPU-bound client's latency is noisy)
 MIN_GAIN = 0.2  # a step must bring at least this fraction of its proportional throughput gain
 MIN_BUSY = 0.5  # the pool grows only while at least this fraction of it is busy on average
 WINDOW_SECONDS = 0.3  # the shortest measuring window
-SLOW_START_TOLERANCE = 1.25  # slow start (doubling) ends once latency passes this multiple of the lowest
+SLOW_START_TOLERANCE = 1.15  # slow start (doubling) ends once latency passes this multiple of the lowest
 FLOOD = 0.25  # overload signals from this share of the pool end a window at once (else it runs its time)
 BASELINE_WINDOWS = 20  # the lowest latency is that of the last this many windows
 PATIENCE_WINDOWS = 4  # windows to wait before trying again a step that did not pay (doubled each time, to 32)
@@ -119,7 +121,7 @@ class ConcurrencyLimit:
             if step_from is not None:
                 self._back_off_growth()
             self._slow_start = False
-            gradient = max(0.5, TOLERANCE * baseline / latency)
+            gradient = max(LATENCY_SHRINK, TOLERANCE * baseline / latency)
             return self._set(round(self.limit * gradient), f"latency {latency:.3g}s over {TOLERANCE:g}x {baseline:.3g}s")
         if step_from is not None:
             before, before_throughput = step_from

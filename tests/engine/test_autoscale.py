@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from engine import StageStatus
-from engine.autoscale import BACKOFF, PATIENCE_WINDOWS, TOLERANCE, ConcurrencyLimit, Window
+from engine.autoscale import BACKOFF, LATENCY_SHRINK, PATIENCE_WINDOWS, TOLERANCE, ConcurrencyLimit, Window
 from engine.stage import RETIRED, Stage
 
 from .conftest import stage
@@ -56,7 +56,8 @@ def test_latency_right_after_an_overload_back_off_is_not_held_against_the_pool_t
     assert limit.update(_window(40, overload=2)) == 32
     # The refused requests waited for Retry-After: this window's latency is high, but that is the overload again.
     assert limit.update(_window(32, latency=1.0)) == 32
-    assert limit.update(_window(32, latency=1.0)) == 16  # still high a window later: that is latency
+    # Still high a window later: that is latency (far over the tolerance: the most one window shrinks it).
+    assert limit.update(_window(32, latency=1.0)) == round(32 * LATENCY_SHRINK)
 
 
 def test_heavy_overload_halves_the_pool():
@@ -69,8 +70,11 @@ def test_latency_over_the_tolerance_shrinks_in_proportion_but_never_below_the_mi
     limit = ConcurrencyLimit(start=64, minimum=20, maximum=100)
     limit.update(_window(64, latency=0.1, busy=0.4))  # an idle pool: the baseline, no growth
     assert limit.limit == 64
-    assert limit.update(_window(64, latency=0.1 * TOLERANCE * 1.6)) == 40  # 64 x 2 / 3.2
-    assert limit.update(_window(40, latency=1.0)) == 20  # at most halved, and held at the minimum
+    assert limit.update(_window(64, latency=0.1 * TOLERANCE * 1.25)) == 51  # 64 / 1.25
+    assert limit.update(_window(51, latency=1.0)) == round(51 * LATENCY_SHRINK)  # at most LATENCY_SHRINK
+    assert limit.update(_window(38, latency=1.0)) == 28
+    assert limit.update(_window(28, latency=1.0)) == 21
+    assert limit.update(_window(21, latency=1.0)) == 20  # held at the minimum
 
 
 def test_a_step_that_does_not_raise_throughput_is_undone_and_retried_later():
