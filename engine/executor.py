@@ -129,14 +129,7 @@ class PipelineExecutor:
                 raise RuntimeError("a PipelineExecutor runs once; make a new one")
             self._started = True
             self._prepare_stages()
-            self.run_path = reserve_run_dir(self.run_dir, self.config.name)
-            assert self.dead_letter_path is not None
-            dead_letters = DeadLetterFile(self.dead_letter_path, on_broken=self._dead_letters_broken)
-            try:
-                dead_letters.open()
-            except DeadLetterError:
-                remove_if_empty(self.run_path)
-                raise
+            dead_letters = self._open_run_dir()
             wake = threading.Event()
             stages, queues = self._build(dead_letters, wake)
             self._stages = stages
@@ -204,6 +197,19 @@ class PipelineExecutor:
                 "are recorded as interrupted; interrupt a third time (Ctrl+C) to exit at once"
             )
         return "interrupted again: already stopping"
+
+    def _open_run_dir(self) -> DeadLetterFile:
+        """Reserve this run's directory and open its dead-letter file (:class:`DeadLetterError`
+        if it cannot be written; no directory is left then). For this executor and those beside it."""
+        self.run_path = reserve_run_dir(self.run_dir, self.config.name)
+        assert self.dead_letter_path is not None
+        dead_letters = DeadLetterFile(self.dead_letter_path, on_broken=self._dead_letters_broken)
+        try:
+            dead_letters.open()
+        except DeadLetterError:
+            remove_if_empty(self.run_path)
+            raise
+        return dead_letters
 
     def _start_threads(self, stages: list[Stage], dead_letters: DeadLetterFile) -> None:
         """Start the monitor, then each stage's first thread (the others start on demand); no item is queued yet.

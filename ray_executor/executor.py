@@ -29,7 +29,7 @@ from typing import Any
 from engine.config import PipelineConfig, StageConfig
 from engine.dead_letter import DeadLetterFile
 from engine.errors import RunStartError
-from engine.executor import PipelineExecutor, remove_if_empty, reserve_run_dir
+from engine.executor import PipelineExecutor, remove_if_empty
 from engine.monitor import FIRST_STATUS_SECONDS
 from engine.report import RunReport, StageStatus
 from engine.run_info import utc_now
@@ -104,14 +104,7 @@ class RayPipelineExecutor(PipelineExecutor):
     # -- private ---------------------------------------------------------------
 
     def _run_stages(self, ray: Any) -> RunReport:
-        self.run_path = reserve_run_dir(self.run_dir, self.config.name)
-        assert self.dead_letter_path is not None
-        dead_letters = DeadLetterFile(self.dead_letter_path, on_broken=self._dead_letters_broken)
-        try:
-            dead_letters.open()
-        except RunStartError:
-            remove_if_empty(self.run_path)
-            raise
+        dead_letters = self._open_run_dir()
         try:
             driver = _Driver(ray, self.config, dead_letters, self._env_vars)
         except Exception as exc:  # a worker class or params Ray cannot send to an actor, say
