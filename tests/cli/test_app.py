@@ -41,7 +41,7 @@ def _write(tmp_path: Path, document: dict[str, Any]) -> Path:
     return path
 
 
-def _slow_pipeline(tmp_path: Path, values: int = 400) -> Path:
+def _slow_pipeline(tmp_path: Path, values: int = 400, store_delay: float = 0.001) -> Path:
     return _write(tmp_path, {
         "name": "slow",
         "monitor_interval": 0.05,
@@ -51,7 +51,7 @@ def _slow_pipeline(tmp_path: Path, values: int = 400) -> Path:
              "input_values": [[i * 10, i * 10 + 10] for i in range(values)], "output_queues": "numbers"},
             {"name": "Work", "location": W, "class": "Slow", "instances": 4, "params": {"delay": 0.01},
              "input_queue": "numbers", "output_queues": "passed"},
-            {"name": "Store", "location": W, "class": "Slow", "params": {"delay": 0.001}, "input_queue": "passed"},
+            {"name": "Store", "location": W, "class": "Slow", "params": {"delay": store_delay}, "input_queue": "passed"},
         ],
     })
 
@@ -150,7 +150,9 @@ def test_one_interrupt_starts_no_new_item_and_the_sink_stores_what_was_done(tmp_
 
 @pytest.mark.timeout(120)
 def test_two_interrupts_stop_the_sink_too_after_the_item_in_hand(tmp_path):
-    process = _start(tmp_path, _slow_pipeline(tmp_path))
+    # A sink slow enough that, after the first interrupt, it is still draining its queue (up to 20
+    # items, a second or more) when the second comes, however loaded the machine.
+    process = _start(tmp_path, _slow_pipeline(tmp_path, store_delay=0.05))
     _wait_until_running(process)
     seen = _interrupt(process, 2)
     out, err = process.communicate(timeout=60)
