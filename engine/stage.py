@@ -111,7 +111,6 @@ class _Slot:
     error: BaseException | None = None
     holding: list[Any] = field(default_factory=list)  # the chunk in hand; items from ``position`` on are unfinished
     position: int = 0
-    took_pill: bool = False  # taken with a chunk; if the thread then dies, its replacement needs another
     retiring: bool = False  # set by Stage.resize (auto pools): end after the item in hand
     busy_seconds: float = 0.0  # time spent in process() (for instances: auto)
     items_in: int = 0
@@ -523,7 +522,6 @@ class Stage:
                 self._build(slot, items)
             ended = items[-1] is PILL
             if ended:
-                slot.took_pill = True
                 items.pop()
             if items:
                 self._count_busy(1)
