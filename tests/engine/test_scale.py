@@ -270,9 +270,8 @@ def test_an_item_that_comes_while_every_thread_is_busy_gets_a_new_thread(make_ex
             stage("Work", "Slow", instances=50, params={"delay": 0.4}, input_queue="numbers"),
         ],
     })
-    started = time.monotonic()
     report = executor.run()
     assert report.ok and report.stage("Work").items_out == 8
+    # Seven or more in hand at once: each newcomer got a thread (it waits 0.4 s for none).
     assert _stage(executor, "Work").peak_busy >= 7
     assert _threads_of(executor, "Work") <= 9
-    assert time.monotonic() - started < 1.6  # one after another would take 3.2 s
